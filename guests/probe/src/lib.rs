@@ -1,0 +1,107 @@
+//! probe: a test plugin for the host's end-to-end tests. Its first argument names what to do;
+//! results come back as JSON so tests can check them exactly.
+//!
+//! - `embed MODEL TEXT...`: the vectors, token count and truncation count.
+//! - `embed-strict MODEL TEXT...`: the same with truncation off.
+//! - `prepare MODEL`: every preparation event.
+//! - `info MODEL`, `allowed`: model facts.
+//! - `generate MODEL`: what the generation interface answers.
+//! - `spin`: loops forever (tests the host's timeout and that other work goes on).
+//! - `grow`: allocates until memory runs out (tests the memory limit).
+//! - `read PATH`: reads a file (tests that only granted directories are visible).
+
+use lantern_sdk::bindings::lantern::ai::generation::{Prompt, Sampling};
+use lantern_sdk::embeddings::{embed_with, EmbedOptions};
+use lantern_sdk::models::{self, PreparationEvent};
+use lantern_sdk::Error;
+use serde_json::{json, Value};
+
+struct Probe;
+
+fn error_json(error: &Error) -> Value {
+    let (kind, message) = match error {
+        Error::ModelNotAllowed(m) => ("model-not-allowed", m.as_str()),
+        Error::ModelNotSupported(m) => ("model-not-supported", m.as_str()),
+        Error::InvalidInput(m) => ("invalid-input", m.as_str()),
+        Error::DownloadFailed(m) => ("download-failed", m.as_str()),
+        Error::InferenceFailed(m) => ("inference-failed", m.as_str()),
+        Error::LimitExceeded(m) => ("limit-exceeded", m.as_str()),
+        Error::Cancelled => ("cancelled", ""),
+    };
+    json!({ "error": kind, "message": message })
+}
+
+fn embed(model: &str, texts: &[String], truncate: bool) -> Value {
+    let options = EmbedOptions { truncate: Some(truncate), ..EmbedOptions::document() };
+    match embed_with(model, texts, &options) {
+        Ok(batch) => json!({
+            "vectors": batch.vectors,
+            "dimensions": batch.dimensions,
+            "prompt_tokens": batch.prompt_tokens,
+            "truncated_inputs": batch.truncated_inputs,
+        }),
+        Err(error) => error_json(&error),
+    }
+}
+
+fn prepare(model: &str) -> Value {
+    let mut events = Vec::new();
+    let outcome = models::prepare(model, |event| {
+        events.push(match event {
+            PreparationEvent::Downloading(p) => json!({
+                "downloading": { "file": p.file, "bytes_done": p.bytes_done, "bytes_total": p.bytes_total,
+                                 "files_done": p.files_done, "files_total": p.files_total }
+            }),
+            PreparationEvent::Loading => json!("loading"),
+            PreparationEvent::Ready => json!("ready"),
+        })
+    });
+    match outcome {
+        Ok(()) => json!({ "events": events }),
+        Err(error) => json!({ "events": events, "failed": error_json(&error) }),
+    }
+}
+
+impl lantern_sdk::Pipeline for Probe {
+    fn run(args: Vec<String>) -> Result<String, String> {
+        let (command, rest) = args.split_first().ok_or("usage: probe COMMAND ...")?;
+        let model = || rest.first().cloned().ok_or_else(|| format!("{command} needs a model"));
+        let answer = match command.as_str() {
+            "embed" => embed(&model()?, &rest[1..], true),
+            "embed-strict" => embed(&model()?, &rest[1..], false),
+            "prepare" => prepare(&model()?),
+            "info" => match models::info(&model()?) {
+                Ok(info) => json!({ "key": info.key, "family": info.family, "cached": info.cached, "loaded": info.loaded }),
+                Err(error) => error_json(&error),
+            },
+            "allowed" => json!(models::allowed()),
+            "generate" => {
+                let prompt = Prompt::Text("Hello".into());
+                match lantern_sdk::generation::generate(&model()?, &prompt, &Sampling::default()) {
+                    Ok(_) => json!({ "started": true }),
+                    Err(error) => error_json(&error),
+                }
+            }
+            "spin" => {
+                let mut counter: u64 = 0;
+                loop {
+                    counter = std::hint::black_box(counter.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut blocks: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    blocks.push(vec![1u8; 16 << 20]);
+                }
+            }
+            "read" => match std::fs::read_to_string(model()?) {
+                Ok(text) => json!({ "read": text }),
+                Err(error) => json!({ "io-error": error.to_string() }),
+            },
+            other => return Err(format!("unknown probe command {other:?}")),
+        };
+        Ok(answer.to_string())
+    }
+}
+
+lantern_sdk::export!(Probe);

@@ -1,0 +1,55 @@
+//! Streaming text generation: iterate over chunks as the model produces them.
+
+use crate::bindings::lantern::ai::generation as wit;
+pub use wit::{Chunk, FinishReason, Finished, Message, Prompt, Role, Sampling, Usage};
+use crate::Error;
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            max_tokens: None,
+            temperature: None,
+            top_k: None,
+            top_p: None,
+            repeat_penalty: None,
+            repeat_last_n: None,
+            seed: None,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// A running generation. Iterate to receive text; drop it to cancel the work on the host.
+pub struct Generation {
+    stream: wit::GenerationStream,
+    finished: Option<Finished>,
+}
+
+impl Generation {
+    /// How the generation ended, once the last chunk has been read.
+    pub fn finished(&self) -> Option<&Finished> {
+        self.finished.as_ref()
+    }
+}
+
+impl Iterator for Generation {
+    type Item = Result<String, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.stream.next() {
+            Ok(Some(chunk)) => {
+                if chunk.finished.is_some() {
+                    self.finished = chunk.finished;
+                }
+                Some(Ok(chunk.text))
+            }
+            Ok(None) => None,
+            Err(error) => Some(Err(error.into())),
+        }
+    }
+}
+
+/// Starts generating from `prompt`.
+pub fn generate(model: &str, prompt: &Prompt, params: &Sampling) -> Result<Generation, Error> {
+    Ok(Generation { stream: wit::generate(model, prompt, params)?, finished: None })
+}

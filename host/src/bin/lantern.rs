@@ -1,0 +1,222 @@
+//! The `lantern` command line: run plugins, inspect them, fetch and list models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use lantern::hub::{FetchProgress, RepoRef};
+use lantern::{DirGrant, Host, Policy, Stdio};
+
+#[derive(Parser)]
+#[command(
+    name = "lantern",
+    version,
+    about = "Run sandboxed WebAssembly plugins that use machine-learning models",
+    long_about = "Run sandboxed WebAssembly plugins that use machine-learning models.\n\n\
+        A plugin is a component of the lantern:ai/pipeline world (see wit/). It gets no files, \
+        network or environment unless granted, and only the models you allow. Models download \
+        from the Hugging Face Hub into its cache; HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_TOKEN \
+        and HF_HUB_OFFLINE work as in huggingface_hub."
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline plugin: `lantern run PLUGIN.wasm --allow-model KEY -- ARGS...`
+    Run(RunArgs),
+    /// Print the WIT world a plugin imports and exports, and whether this host can run it.
+    Inspect {
+        plugin: PathBuf,
+        /// Also print every interface the plugin uses, in full.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Download a catalog model's files into the cache, with progress bars.
+    Pull {
+        /// A catalog key (see `lantern models`).
+        key: String,
+    },
+    /// List the catalog's models and whether they are cached.
+    Models,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The plugin component (.wasm, built for wasm32-wasip2).
+    plugin: PathBuf,
+    /// Let the plugin use this model (repeatable). Plugins get no model by default.
+    #[arg(long = "allow-model", value_name = "KEY")]
+    allow_models: Vec<String>,
+    /// Let the plugin use any model in the catalog.
+    #[arg(long)]
+    allow_all_models: bool,
+    /// Grant a host directory, read-only, as HOST or HOST::GUEST (repeatable).
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+    /// Grant a host directory read-write, as HOST or HOST::GUEST (repeatable).
+    #[arg(long = "dir-rw", value_name = "HOST[::GUEST]")]
+    dirs_rw: Vec<String>,
+    /// Pass an environment variable NAME=VALUE to the plugin (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Most memory the plugin may use, in MiB.
+    #[arg(long, default_value_t = 512)]
+    max_memory_mib: usize,
+    /// Stop the plugin after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Arguments for the plugin, after `--`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+fn dir_grant(spec: &str, writable: bool) -> anyhow::Result<DirGrant> {
+    let (host, guest) = match spec.split_once("::") {
+        Some((host, guest)) => (host, guest.to_string()),
+        None => (spec, spec.to_string()),
+    };
+    let host_path = PathBuf::from(host);
+    anyhow::ensure!(host_path.is_dir(), "--dir {spec}: {host} is not a directory");
+    Ok(DirGrant { host_path, guest_path: guest, writable })
+}
+
+fn policy(args: &RunArgs) -> anyhow::Result<Policy> {
+    let mut policy = Policy { max_memory_bytes: args.max_memory_mib << 20, ..Policy::default() };
+    if args.allow_all_models {
+        policy = policy.allow_any_model();
+    }
+    for key in &args.allow_models {
+        policy = policy.allow_model(key);
+    }
+    for spec in &args.dirs {
+        policy.dirs.push(dir_grant(spec, false)?);
+    }
+    for spec in &args.dirs_rw {
+        policy.dirs.push(dir_grant(spec, true)?);
+    }
+    for pair in &args.env {
+        let (name, value) = pair.split_once('=').with_context(|| format!("--env {pair}: expected NAME=VALUE"))?;
+        policy.env.push((name.to_string(), value.to_string()));
+    }
+    if let Some(seconds) = args.timeout {
+        anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--timeout must be a positive number of seconds");
+        policy.timeout = Some(Duration::from_secs_f64(seconds));
+    }
+    Ok(policy)
+}
+
+async fn run(host: &Host, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let policy = policy(&args)?;
+    let plugin = host.load_plugin(&args.plugin)?;
+    let output = host.run(&plugin, policy, args.args, Stdio::Inherit).await?;
+    match output.result {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(text) => {
+            eprintln!("error: plugin {} failed: {text}", plugin.name());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn inspect(host: &Host, path: &PathBuf, full: bool) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let plugin = host.load_plugin_bytes(&path.display().to_string(), &bytes)?;
+    println!("{}", lantern::runtime::inspect::component_wit(&bytes, full)?.trim_end());
+    match host.check_plugin(&plugin) {
+        Ok(()) => {
+            println!("\n// fits lantern:ai/pipeline: this host can run it");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            println!("\n// does not fit this host: {error}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn pull(host: &Host, key: &str) -> anyhow::Result<ExitCode> {
+    let entry = host.registry().entry(key, None)?.clone();
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{msg:32!} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {eta:>4}")
+        .expect("valid template");
+    let per_file: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>> = Default::default();
+    let sink = Arc::new(move |progress: FetchProgress| {
+        let mut per_file = per_file.lock().unwrap();
+        let bar = per_file.entry(progress.file.clone()).or_insert_with(|| {
+            let bar = bars.add(ProgressBar::new(0).with_style(style.clone()).with_message(progress.file.clone()));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if let Some(total) = progress.file_bytes_total {
+            bar.set_length(total);
+        }
+        bar.set_position(progress.file_bytes_done);
+        if progress.file_done {
+            bar.finish();
+        }
+    });
+    let files = host.registry().hub().fetch(&entry.repo, &entry.files, Some(sink)).await?;
+    let RepoRef { repo, revision } = &files.repo;
+    eprintln!("{key}: {} files, {} bytes in the cache ({repo}@{revision})", entry.files.len(), files.total_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn models(host: &Host) -> anyhow::Result<ExitCode> {
+    println!("{:<44} {:<8} {:<16} {:>12}  description", "KEY", "FAMILY", "CAPABILITIES", "CACHED");
+    for entry in host.registry().catalog().entries() {
+        let info = host.registry().info(&entry.key)?;
+        let capabilities: Vec<String> = entry.capabilities.iter().map(|c| c.to_string()).collect();
+        let cached = info.size_bytes.map(|b| format!("{:.1} MB", b as f64 / 1e6)).unwrap_or_else(|| "-".into());
+        println!("{:<44} {:<8} {:<16} {:>12}  {}", entry.key, entry.family.name(), capabilities.join(","), cached, entry.description);
+    }
+    println!("\ncache: {}", host.registry().hub().config().cache_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,lantern=info,plugin=info",
+        1 => "info,lantern=debug,plugin=debug",
+        _ => "debug,lantern=trace,plugin=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let outcome = async {
+        let host = Host::builder().build()?;
+        match cli.command {
+            Command::Run(args) => run(&host, args).await,
+            Command::Inspect { plugin, full } => inspect(&host, &plugin, full),
+            Command::Pull { key } => pull(&host, &key).await,
+            Command::Models => models(&host),
+        }
+    }
+    .await;
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

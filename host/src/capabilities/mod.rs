@@ -1,0 +1,30 @@
+//! The capability traits that the runtime calls and that model families implement.
+//!
+//! Families run synchronously on worker threads (never on the async runtime); the
+//! [`crate::registry::ModelRegistry`] is what moves their work off the runtime.
+
+mod embedding;
+
+pub use embedding::{EmbedRequest, EmbedTask, Embeddings, TextEmbedder};
+
+/// What a catalog model can do (mirrors the WIT `capability` enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    TextEmbedding,
+    TextGeneration,
+    TextToImage,
+    ImageEmbedding,
+    VisionLanguage,
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Capability::TextEmbedding => "text embedding",
+            Capability::TextGeneration => "text generation",
+            Capability::TextToImage => "text to image",
+            Capability::ImageEmbedding => "image embedding",
+            Capability::VisionLanguage => "vision-language",
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! The Hugging Face cache layout, shared with `huggingface_hub` and `hf-hub`:
+//!
+//! ```text
+//! {cache}/models--{org}--{name}/
+//!     blobs/{etag}                 file contents, named by their ETag (sha256 for LFS files)
+//!     blobs/{etag}.incomplete      a download in progress
+//!     snapshots/{commit}/{path}    relative symlinks into blobs/
+//!     refs/{revision}              the commit a branch or tag pointed to when fetched
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A name for a temporary file beside `path`, unique across threads and processes, so
+/// that concurrent writers never rename each other's temporaries.
+fn temporary_beside(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.{unique}.tmp", std::process::id()))
+}
+
+/// The cache folder of one repo. Names must already be checked ([`super::names`]).
+#[derive(Debug, Clone)]
+pub struct RepoCache {
+    root: PathBuf,
+}
+
+impl RepoCache {
+    pub fn new(cache_dir: &Path, repo: &str) -> Self {
+        RepoCache { root: cache_dir.join(format!("models--{}", repo.replace('/', "--"))) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob(&self, etag: &str) -> PathBuf {
+        self.root.join("blobs").join(etag)
+    }
+
+    pub fn incomplete_blob(&self, etag: &str) -> PathBuf {
+        self.root.join("blobs").join(format!("{etag}.incomplete"))
+    }
+
+    pub fn snapshot_dir(&self, commit: &str) -> PathBuf {
+        self.root.join("snapshots").join(commit)
+    }
+
+    pub fn snapshot_file(&self, commit: &str, file: &str) -> PathBuf {
+        self.snapshot_dir(commit).join(file)
+    }
+
+    fn ref_path(&self, revision: &str) -> PathBuf {
+        self.root.join("refs").join(revision)
+    }
+
+    /// The commit a revision resolves to in this cache: a commit id is itself; a branch
+    /// or tag is whatever its ref file recorded.
+    pub fn resolve_revision(&self, revision: &str) -> Option<String> {
+        if super::names::is_commit_id(revision) {
+            return Some(revision.to_string());
+        }
+        let commit = std::fs::read_to_string(self.ref_path(revision)).ok()?;
+        let commit = commit.trim();
+        super::names::is_commit_id(commit).then(|| commit.to_string())
+    }
+
+    /// A cached file of `revision`, if present (following its symlink to a blob).
+    pub fn cached_file(&self, revision: &str, file: &str) -> Option<PathBuf> {
+        let commit = self.resolve_revision(revision)?;
+        let path = self.snapshot_file(&commit, file);
+        path.exists().then_some(path)
+    }
+
+    /// Records that `revision` points at `commit` (atomically: write then rename).
+    pub fn write_ref(&self, revision: &str, commit: &str) -> std::io::Result<()> {
+        if revision == commit {
+            return Ok(());
+        }
+        let path = self.ref_path(revision);
+        std::fs::create_dir_all(path.parent().expect("ref path has a parent"))?;
+        let temporary = temporary_beside(&path);
+        std::fs::write(&temporary, commit)?;
+        std::fs::rename(temporary, path)
+    }
+
+    /// Points `snapshots/{commit}/{file}` at `blobs/{etag}` with a relative symlink.
+    pub fn link_snapshot(&self, commit: &str, file: &str, etag: &str) -> std::io::Result<PathBuf> {
+        let link = self.snapshot_file(commit, file);
+        let parent = link.parent().expect("snapshot path has a parent");
+        std::fs::create_dir_all(parent)?;
+        // snapshots/{commit}/a/b/file -> ../../../blobs/{etag}: one `..` per folder below the repo root.
+        let depth = 2 + file.matches('/').count();
+        let mut target = PathBuf::new();
+        for _ in 0..depth {
+            target.push("..");
+        }
+        target.push("blobs");
+        target.push(etag);
+        let temporary = temporary_beside(&link);
+        std::os::unix::fs::symlink(&target, &temporary)?;
+        std::fs::rename(&temporary, &link)?;
+        Ok(link)
+    }
+}

@@ -1,0 +1,232 @@
+//! The one place that downloads.
+//!
+//! [`Hub::fetch`] brings every file of a model into the Hugging Face cache concurrently
+//! and returns their local paths. Everything here is async; nothing blocks the runtime's
+//! threads (file moves and fsync run on the blocking pool). A file enters the cache
+//! only complete and verified (size, and sha256 where the Hub's ETag is one), by atomic
+//! rename. Many callers asking for one file share one transfer (single flight), and a
+//! transfer outlives a caller that stops waiting for it.
+
+mod cache;
+mod config;
+mod download;
+pub mod names;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+use tokio::sync::{watch, Semaphore};
+
+pub use cache::RepoCache;
+pub use config::{HubConfig, DEFAULT_ENDPOINT};
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("offline mode (HF_HUB_OFFLINE) is on and {repo}/{file} at revision {revision} is not in the cache {cache}")]
+    NotCachedOffline { repo: String, revision: String, file: String, cache: String },
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{file}: downloaded bytes failed verification: {message}")]
+    Verification { file: String, message: String },
+    #[error("cache I/O on {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+impl HubError {
+    fn io(path: &Path, error: impl std::fmt::Display) -> Self {
+        HubError::Io { path: path.display().to_string(), message: error.to_string() }
+    }
+}
+
+/// A repo at a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RepoRef {
+    pub repo: String,
+    pub revision: String,
+}
+
+impl RepoRef {
+    pub fn main(repo: impl Into<String>) -> Self {
+        RepoRef { repo: repo.into(), revision: "main".to_string() }
+    }
+}
+
+/// Progress of one file, as every caller waiting on it sees it.
+#[derive(Debug, Clone, Default)]
+pub struct FileProgress {
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    /// Set once, when the file is in the cache (or failed for good).
+    pub outcome: Option<Result<PathBuf, HubError>>,
+}
+
+/// A progress report about one file of a [`Hub::fetch`].
+#[derive(Debug, Clone)]
+pub struct FetchProgress {
+    pub file: String,
+    pub file_bytes_done: u64,
+    pub file_bytes_total: Option<u64>,
+    pub file_done: bool,
+}
+
+/// Where a caller wants progress reports; called from async tasks, so keep it cheap.
+pub type ProgressSink = Arc<dyn Fn(FetchProgress) + Send + Sync>;
+
+/// The local paths of a model's files, by their path in the repo.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub repo: RepoRef,
+    files: BTreeMap<String, PathBuf>,
+}
+
+impl ModelFiles {
+    /// The local path of `file`; an error names the missing file (a catalog bug).
+    pub fn path(&self, file: &str) -> Result<&Path, crate::error::LanternError> {
+        self.files.get(file).map(PathBuf::as_path).ok_or_else(|| {
+            crate::error::LanternError::InferenceFailed(format!("{} has no file {file} among those fetched", self.repo.repo))
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.files.iter().map(|(k, v)| (k.as_str(), v.as_path()))
+    }
+
+    /// Bytes of all files together (following symlinks).
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    }
+}
+
+type InFlightKey = (String, String, String);
+
+/// The downloader. Cheap to clone; clones share connections and in-flight transfers.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    config: HubConfig,
+    client: reqwest::Client,
+    /// Transfers under way, by (repo, revision, file); each publishes its progress.
+    in_flight: Mutex<HashMap<InFlightKey, watch::Receiver<FileProgress>>>,
+    /// Bounds the connections open at once.
+    connections: Semaphore,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Result<Self, HubError> {
+        let client = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .connect_timeout(std::time::Duration::from_secs(20))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| HubError::Http { url: config.endpoint.clone(), message: e.to_string() })?;
+        let connections = Semaphore::new(config.max_concurrent_files.max(1));
+        Ok(Hub { inner: Arc::new(HubInner { config, client, in_flight: Mutex::new(HashMap::new()), connections }) })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    pub fn repo_cache(&self, repo: &str) -> RepoCache {
+        RepoCache::new(&self.inner.config.cache_dir, repo)
+    }
+
+    /// True when every file is already in the cache for `repo` (no network).
+    pub fn is_cached(&self, repo: &RepoRef, files: &[String]) -> bool {
+        let cache = self.repo_cache(&repo.repo);
+        files.iter().all(|file| cache.cached_file(&repo.revision, file).is_some())
+    }
+
+    /// Brings every one of `files` of `repo` into the cache, all at once, and returns
+    /// their local paths. Progress reports go to `progress`, if given.
+    pub async fn fetch(
+        &self,
+        repo: &RepoRef,
+        files: &[String],
+        progress: Option<ProgressSink>,
+    ) -> Result<ModelFiles, HubError> {
+        names::check_repo_id(&repo.repo)?;
+        names::check_revision(&repo.revision)?;
+        for file in files {
+            names::check_file_name(file)?;
+        }
+        let fetches = files.iter().map(|file| self.fetch_file(repo, file, progress.clone()));
+        let paths = futures::future::try_join_all(fetches).await?;
+        Ok(ModelFiles { repo: repo.clone(), files: files.iter().cloned().zip(paths).collect() })
+    }
+
+    /// One file: from the cache, or by joining the transfer under way, or by starting one.
+    async fn fetch_file(&self, repo: &RepoRef, file: &str, progress: Option<ProgressSink>) -> Result<PathBuf, HubError> {
+        let cache = self.repo_cache(&repo.repo);
+        if let Some(path) = cache.cached_file(&repo.revision, file) {
+            if let Some(sink) = &progress {
+                let size = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
+                sink(FetchProgress { file: file.to_string(), file_bytes_done: size.unwrap_or(0), file_bytes_total: size, file_done: true });
+            }
+            return Ok(path);
+        }
+        if self.inner.config.offline {
+            return Err(HubError::NotCachedOffline {
+                repo: repo.repo.clone(),
+                revision: repo.revision.clone(),
+                file: file.to_string(),
+                cache: self.inner.config.cache_dir.display().to_string(),
+            });
+        }
+        let mut receiver = self.join_or_start(repo, file);
+        loop {
+            let state = receiver.borrow_and_update().clone();
+            if let Some(sink) = &progress {
+                sink(FetchProgress {
+                    file: file.to_string(),
+                    file_bytes_done: state.bytes_done,
+                    file_bytes_total: state.bytes_total,
+                    file_done: state.outcome.is_some(),
+                });
+            }
+            if let Some(outcome) = state.outcome {
+                return outcome;
+            }
+            if receiver.changed().await.is_err() {
+                // The transfer task ended without an outcome: only a panic does that.
+                return Err(HubError::Http { url: file.to_string(), message: "download task ended unexpectedly".into() });
+            }
+        }
+    }
+
+    /// The progress channel of the transfer of `file`, starting the transfer if none is under way.
+    fn join_or_start(&self, repo: &RepoRef, file: &str) -> watch::Receiver<FileProgress> {
+        let key = (repo.repo.clone(), repo.revision.clone(), file.to_string());
+        let mut in_flight = self.inner.in_flight.lock().unwrap();
+        if let Some(receiver) = in_flight.get(&key) {
+            return receiver.clone();
+        }
+        let (sender, receiver) = watch::channel(FileProgress::default());
+        in_flight.insert(key.clone(), receiver.clone());
+        let hub = self.clone();
+        let repo = repo.clone();
+        let file = file.to_string();
+        // A task of its own: the transfer goes on for the others if the first caller goes away.
+        tokio::spawn(async move {
+            let outcome = {
+                let _permit = hub.inner.connections.acquire().await.expect("semaphore never closed");
+                download::download_file(&hub, &repo, &file, &sender).await
+            };
+            if let Err(error) = &outcome {
+                tracing::warn!(repo = %repo.repo, file = %file, %error, "download failed");
+            }
+            // Leave the in-flight map before publishing, so a caller that sees a failure
+            // and retries starts a fresh transfer.
+            hub.inner.in_flight.lock().unwrap().remove(&key);
+            sender.send_modify(|state| state.outcome = Some(outcome));
+        });
+        receiver
+    }
+}

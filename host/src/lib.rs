@@ -1,0 +1,107 @@
+//! Lantern: a wasmtime host that gives sandboxed WebAssembly plugins safe, fast access
+//! to machine-learning models.
+//!
+//! The contract is the WIT package in `wit/` (`lantern:ai@0.1.0`). This crate is the
+//! host: embed it in a program with [`Host`], or use the `lantern` CLI.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use lantern::{Host, Policy, Stdio};
+//! let host = Host::builder().build()?;            // HF_* environment for downloads
+//! let plugin = host.load_plugin("semantic_search.wasm".as_ref())?;
+//! let policy = Policy::default().allow_model("sentence-transformers/all-MiniLM-L6-v2");
+//! let output = host.run(&plugin, policy, vec!["query".into()], Stdio::Inherit).await?;
+//! println!("{}", output.result.unwrap_or_else(|e| e));
+//! # Ok(()) }
+//! ```
+//!
+//! Data flows one way: a plugin call enters [`runtime`] (WIT host implementations:
+//! check policy, translate types), which asks the [`registry::ModelRegistry`] for a
+//! model; the registry resolves the key in the [`catalog`], awaits the [`hub`] for all
+//! of the model's files at once, and loads the family (from [`families`]) on a worker
+//! thread. Nothing below `runtime` knows about wasm; nothing outside `hub` knows HTTP.
+
+pub mod capabilities;
+pub mod catalog;
+pub mod error;
+pub mod families;
+pub mod hub;
+pub mod policy;
+pub mod registry;
+pub mod runtime;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use capabilities::Capability;
+pub use catalog::{Catalog, CatalogEntry, Family};
+pub use error::{LanternError, LanternResult};
+pub use hub::{Hub, HubConfig};
+pub use policy::{DirGrant, ModelAllowList, Policy};
+pub use registry::ModelRegistry;
+pub use runtime::{Plugin, PluginError, RunOutput, Stdio};
+
+/// The embeddable host: one wasmtime engine and one model registry shared by every
+/// plugin it runs. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Host {
+    runtime: runtime::PluginRuntime,
+    registry: Arc<ModelRegistry>,
+}
+
+/// Configures a [`Host`].
+#[derive(Default)]
+pub struct HostBuilder {
+    hub: Option<HubConfig>,
+    catalog: Option<Catalog>,
+}
+
+impl HostBuilder {
+    /// Download and cache settings; default: [`HubConfig::from_env`] (the `HF_*` variables).
+    pub fn hub_config(mut self, config: HubConfig) -> Self {
+        self.hub = Some(config);
+        self
+    }
+
+    /// The models the host can serve; default: [`Catalog::builtin`].
+    pub fn catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    pub fn build(self) -> anyhow::Result<Host> {
+        let hub = Hub::new(self.hub.unwrap_or_else(HubConfig::from_env))?;
+        let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, candle_core::Device::Cpu);
+        Ok(Host { runtime: runtime::PluginRuntime::new()?, registry: Arc::new(registry) })
+    }
+}
+
+impl Host {
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// The models, shared by every plugin; usable directly from Rust too.
+    pub fn registry(&self) -> &Arc<ModelRegistry> {
+        &self.registry
+    }
+
+    /// Compiles a plugin component from a file.
+    pub fn load_plugin(&self, path: &Path) -> Result<Plugin, PluginError> {
+        self.runtime.load_file(path)
+    }
+
+    /// Compiles a plugin component from bytes; `name` tags its logs.
+    pub fn load_plugin_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        self.runtime.load_bytes(name, bytes)
+    }
+
+    /// Checks that a plugin fits the pipeline world, without running it.
+    pub fn check_plugin(&self, plugin: &Plugin) -> Result<(), PluginError> {
+        self.runtime.check(plugin)
+    }
+
+    /// Runs a plugin's `run(args)` in a fresh sandbox under `policy`.
+    pub async fn run(&self, plugin: &Plugin, policy: Policy, args: Vec<String>, stdio: Stdio) -> Result<RunOutput, PluginError> {
+        self.runtime.run(self.registry.clone(), plugin, policy, args, stdio).await
+    }
+}

@@ -1,0 +1,123 @@
+//! The one place that decides what a plugin may do. The runtime asks; policy answers.
+//!
+//! A plugin starts with nothing: no models, no files, no network, no environment. The
+//! user (CLI flags) or the embedding program grants each of them explicitly.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{LanternError, LanternResult};
+
+/// Which models a plugin may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelAllowList {
+    /// Any model in the catalog (`--allow-all-models`).
+    AnyCataloged,
+    /// Only these keys.
+    Only(BTreeSet<String>),
+}
+
+/// A host directory the plugin may read (and write, if `writable`), seen at `guest_path`.
+#[derive(Debug, Clone)]
+pub struct DirGrant {
+    pub host_path: PathBuf,
+    pub guest_path: String,
+    pub writable: bool,
+}
+
+/// What one plugin instance may do, and how much.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub models: ModelAllowList,
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables passed to the plugin (none by default).
+    pub env: Vec<(String, String)>,
+    /// Most linear memory the plugin may grow to, in bytes.
+    pub max_memory_bytes: usize,
+    /// Wall-clock limit of one `run` call; `None` for no limit.
+    pub timeout: Option<Duration>,
+    /// Most strings in one `embed` call.
+    pub max_embed_inputs: usize,
+    /// Most bytes in one string handed to a model.
+    pub max_input_bytes: usize,
+    /// Longest log message kept, in bytes (longer ones are cut).
+    pub max_log_bytes: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            models: ModelAllowList::Only(BTreeSet::new()),
+            dirs: Vec::new(),
+            env: Vec::new(),
+            max_memory_bytes: 512 << 20,
+            timeout: None,
+            max_embed_inputs: 4096,
+            max_input_bytes: 1 << 20,
+            max_log_bytes: 16 << 10,
+        }
+    }
+}
+
+impl Policy {
+    /// Lets the plugin use `key`.
+    pub fn allow_model(mut self, key: impl Into<String>) -> Self {
+        match &mut self.models {
+            ModelAllowList::AnyCataloged => {}
+            ModelAllowList::Only(keys) => {
+                keys.insert(key.into());
+            }
+        }
+        self
+    }
+
+    pub fn allow_any_model(mut self) -> Self {
+        self.models = ModelAllowList::AnyCataloged;
+        self
+    }
+
+    /// `Ok` when the plugin may use `key`, else the typed refusal it will see.
+    pub fn check_model(&self, key: &str) -> LanternResult<()> {
+        match &self.models {
+            ModelAllowList::AnyCataloged => Ok(()),
+            ModelAllowList::Only(keys) if keys.contains(key) => Ok(()),
+            ModelAllowList::Only(_) => Err(LanternError::ModelNotAllowed(format!(
+                "this plugin may not use {key:?}; the host must allow it (lantern run --allow-model {key})"
+            ))),
+        }
+    }
+
+    /// Checks the size of one `embed` call's inputs.
+    pub fn check_embed_inputs(&self, inputs: &[String]) -> LanternResult<()> {
+        if inputs.len() > self.max_embed_inputs {
+            return Err(LanternError::LimitExceeded(format!(
+                "{} inputs in one call; the limit is {}",
+                inputs.len(),
+                self.max_embed_inputs
+            )));
+        }
+        if let Some((index, input)) = inputs.iter().enumerate().find(|(_, s)| s.len() > self.max_input_bytes) {
+            return Err(LanternError::LimitExceeded(format!(
+                "input {index} is {} bytes; the limit is {}",
+                input.len(),
+                self.max_input_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_allowed_by_default() {
+        let policy = Policy::default();
+        assert!(matches!(policy.check_model("a/b"), Err(LanternError::ModelNotAllowed(_))));
+        let policy = policy.allow_model("a/b");
+        assert!(policy.check_model("a/b").is_ok());
+        assert!(policy.check_model("a/c").is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! The model registry: from a key to a loaded model, shared by every plugin.
+//!
+//! A request resolves the key in the catalog, awaits the hub for all of the model's
+//! files at once, loads the family on a worker thread (once, however many plugins ask
+//! at the same moment) and keeps the model for the next caller. Model work runs on
+//! worker threads; the async runtime only waits for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::Device;
+use tokio::sync::OnceCell;
+
+use crate::capabilities::{Capability, EmbedRequest, Embeddings, TextEmbedder};
+use crate::catalog::{Catalog, CatalogEntry};
+use crate::error::{LanternError, LanternResult};
+use crate::families;
+use crate::hub::{FetchProgress, Hub, ModelFiles, ProgressSink};
+
+/// A step in preparing a model, reported to whoever asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrepareEvent {
+    Downloading { file: String, bytes_done: u64, bytes_total: Option<u64>, files_done: u32, files_total: u32 },
+    Loading,
+    Ready,
+}
+
+/// Where preparation events go.
+pub type PrepareSink = Arc<dyn Fn(PrepareEvent) + Send + Sync>;
+
+/// Facts about a catalog model for `info` and `lantern models`.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub entry: CatalogEntry,
+    pub cached: bool,
+    pub loaded: bool,
+    pub size_bytes: Option<u64>,
+}
+
+type Slot<T> = Arc<OnceCell<T>>;
+
+pub struct ModelRegistry {
+    catalog: Catalog,
+    hub: Hub,
+    device: Device,
+    text_embedders: Mutex<HashMap<String, Slot<Arc<dyn TextEmbedder>>>>,
+}
+
+/// Runs blocking model work on the blocking pool; a panic in it becomes a typed error.
+pub async fn run_blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> LanternResult<T> + Send + 'static,
+) -> LanternResult<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => {
+            let payload = error.into_panic();
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(LanternError::InferenceFailed(format!("{what} panicked: {message}")))
+        }
+        Err(_) => Err(LanternError::Cancelled),
+    }
+}
+
+/// Turns per-file fetch progress into model-wide download events.
+fn download_progress(files_total: usize, sink: PrepareSink) -> ProgressSink {
+    struct Totals {
+        per_file: HashMap<String, (u64, Option<u64>, bool)>,
+    }
+    let totals = Mutex::new(Totals { per_file: HashMap::new() });
+    Arc::new(move |progress: FetchProgress| {
+        let event = {
+            let mut totals = totals.lock().unwrap();
+            totals.per_file.insert(
+                progress.file.clone(),
+                (progress.file_bytes_done, progress.file_bytes_total, progress.file_done),
+            );
+            let bytes_done = totals.per_file.values().map(|(done, _, _)| done).sum();
+            let known_totals: Vec<u64> = totals.per_file.values().filter_map(|(_, total, _)| *total).collect();
+            let bytes_total = (known_totals.len() == files_total).then(|| known_totals.iter().sum());
+            let files_done = totals.per_file.values().filter(|(_, _, done)| *done).count() as u32;
+            PrepareEvent::Downloading {
+                file: progress.file,
+                bytes_done,
+                bytes_total,
+                files_done,
+                files_total: files_total as u32,
+            }
+        };
+        sink(event);
+    })
+}
+
+impl ModelRegistry {
+    pub fn new(catalog: Catalog, hub: Hub, device: Device) -> Self {
+        ModelRegistry { catalog, hub, device, text_embedders: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The catalog entry of `key`, checked to offer `capability`.
+    pub fn entry(&self, key: &str, capability: Option<Capability>) -> LanternResult<&CatalogEntry> {
+        let entry = self.catalog.get(key).ok_or_else(|| {
+            LanternError::ModelNotSupported(format!("{key:?} is not in this host's model catalog (see `lantern models`)"))
+        })?;
+        if let Some(capability) = capability {
+            if !entry.offers(capability) {
+                return Err(LanternError::ModelNotSupported(format!("{key} does not offer {capability}")));
+            }
+        }
+        Ok(entry)
+    }
+
+    pub fn info(&self, key: &str) -> LanternResult<ModelInfo> {
+        let entry = self.entry(key, None)?.clone();
+        let cached = self.hub.is_cached(&entry.repo, &entry.files);
+        let size_bytes = cached.then(|| {
+            let cache = self.hub.repo_cache(&entry.repo.repo);
+            entry
+                .files
+                .iter()
+                .filter_map(|f| cache.cached_file(&entry.repo.revision, f))
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum()
+        });
+        let loaded = self
+            .text_embedders
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|slot| slot.initialized());
+        Ok(ModelInfo { entry, cached, loaded, size_bytes })
+    }
+
+    async fn fetch(&self, entry: &CatalogEntry, sink: Option<&PrepareSink>) -> LanternResult<ModelFiles> {
+        let progress = sink.map(|sink| download_progress(entry.files.len(), sink.clone()));
+        Ok(self.hub.fetch(&entry.repo, &entry.files, progress).await?)
+    }
+
+    /// The loaded text embedder for `key`: downloaded and loaded on first use, shared after.
+    pub async fn text_embedder(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextEmbedder>> {
+        let entry = self.entry(key, Some(Capability::TextEmbedding))?.clone();
+        let slot = self.text_embedders.lock().unwrap().entry(key.to_string()).or_default().clone();
+        let model = slot
+            .get_or_try_init(|| async {
+                let files = self.fetch(&entry, sink.as_ref()).await?;
+                if let Some(sink) = &sink {
+                    sink(PrepareEvent::Loading);
+                }
+                let device = self.device.clone();
+                tracing::info!(model = %entry.key, family = entry.family.name(), "loading model");
+                run_blocking("loading the model", move || families::load_text_embedder(entry.family, &files, &device)).await
+            })
+            .await?
+            .clone();
+        if let Some(sink) = &sink {
+            sink(PrepareEvent::Ready);
+        }
+        Ok(model)
+    }
+
+    /// Downloads and loads `key` for whatever capability it offers first.
+    pub async fn prepare(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<()> {
+        let entry = self.entry(key, None)?;
+        match entry.capabilities.first() {
+            Some(Capability::TextEmbedding) => self.text_embedder(key, sink).await.map(|_| ()),
+            Some(other) => Err(LanternError::ModelNotSupported(format!("{key}: this host cannot load {other} models yet"))),
+            None => Err(LanternError::ModelNotSupported(format!("{key} offers no capability"))),
+        }
+    }
+
+    /// Embeds texts with `key`, off the async runtime.
+    pub async fn embed(&self, key: &str, request: EmbedRequest) -> LanternResult<Embeddings> {
+        if request.inputs.is_empty() {
+            return Err(LanternError::InvalidInput("no inputs to embed".into()));
+        }
+        if let Some(index) = request.inputs.iter().position(|s| s.trim().is_empty()) {
+            return Err(LanternError::InvalidInput(format!("input {index} is empty")));
+        }
+        let model = self.text_embedder(key, None).await?;
+        run_blocking("embedding", move || model.embed(&request)).await
+    }
+}

