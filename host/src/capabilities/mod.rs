@@ -4,8 +4,13 @@
 //! [`crate::registry::ModelRegistry`] is what moves their work off the runtime.
 
 mod embedding;
+mod generation;
 
 pub use embedding::{EmbedRequest, EmbedTask, Embeddings, TextEmbedder};
+pub use generation::{
+    ChatMessage, ChatRole, FinishReason, Generated, GenerationEvent, GenerationSink, PreparedPrompt, PromptInput, SamplingParams,
+    TextGenerator, Usage,
+};
 
 /// What a catalog model can do (mirrors the WIT `capability` enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -227,6 +227,7 @@ impl PluginRuntime {
             wasi: wasi.build(),
             table: Default::default(),
             limits,
+            open_generations: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);

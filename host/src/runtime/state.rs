@@ -18,6 +18,8 @@ pub struct PluginState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limits: StoreLimits,
+    /// Generation streams this plugin holds (bounded by policy).
+    pub open_generations: usize,
 }
 
 impl WasiView for PluginState {

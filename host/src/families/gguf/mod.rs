@@ -1,0 +1,245 @@
+//! GGUF quantized language models through candle's quantized model code, behind the
+//! text-generation capability. The architecture is read from `general.architecture`
+//! in the file's metadata, never guessed from its name:
+//!
+//! | `general.architecture` | candle module | models |
+//! |---|---|---|
+//! | `llama` | `quantized_llama` | SmolLM2, Llama 2/3, Mistral |
+//! | `qwen3` | `quantized_qwen3` | Qwen3, Qwen3-Coder (dense) |
+//! | `qwen3moe` | `quantized_qwen3_moe` | Qwen3 / Qwen3-Coder MoE |
+//! | `phi3` | `quantized_phi3` | Phi-3, Phi-4 (reasoning) |
+//! | `deepseek2` | — | DeepSeek-V3 / Kimi-K2: candle 0.11 has no quantized loader (refused with `model-not-supported`) |
+//!
+//! The tokenizer comes from the GGUF metadata ([`tokenizer`]); the chat template from
+//! `tokenizer.chat_template` or a fallback ([`chat_template`]).
+
+pub mod chat_template;
+pub mod tokenizer;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen3, quantized_qwen3_moe};
+use tokenizers::Tokenizer;
+
+use super::decoding::{self, CausalLm, DecodeSetup};
+use crate::capabilities::{Generated, GenerationSink, PreparedPrompt, PromptInput, SamplingParams, TextGenerator};
+use crate::error::{LanternError, LanternResult};
+use crate::hub::ModelFiles;
+use chat_template::ChatTemplate;
+
+/// Tokens that end an assistant's turn in the common chat formats.
+const END_OF_TURN_TOKENS: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>"];
+
+/// The loaded weights. Architectures whose candle model is `Clone` hand each generation
+/// its own copy (the weights are shared through `Arc`s inside; only the KV cache is
+/// per copy), so generations run in parallel.
+enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
+    /// candle's MoE model is not `Clone` and cannot reset its KV cache, so each
+    /// generation loads its own copy from the file.
+    Qwen3Moe,
+}
+
+struct Session<M>(M);
+
+macro_rules! causal_lm {
+    ($($model:ty),*) => {$(
+        impl CausalLm for Session<$model> {
+            fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+                self.0.forward(input, position)
+            }
+        }
+    )*};
+}
+causal_lm!(quantized_llama::ModelWeights, quantized_qwen3::ModelWeights, quantized_phi3::ModelWeights, quantized_qwen3_moe::GGUFQWenMoE);
+
+pub struct GgufLlm {
+    path: std::path::PathBuf,
+    architecture: String,
+    weights: Weights,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    eos_ids: Vec<u32>,
+    bos_id: Option<u32>,
+    add_bos: bool,
+    context_length: usize,
+    device: Device,
+    /// Serialises MoE loads so two generations do not each map the file at once.
+    moe_load: Mutex<()>,
+}
+
+fn failed(context: &str) -> impl Fn(candle_core::Error) -> LanternError + '_ {
+    move |e| LanternError::inference(context, e)
+}
+
+fn read_content(path: &Path) -> LanternResult<(Content, std::fs::File)> {
+    let mut file = std::fs::File::open(path).map_err(|e| LanternError::inference("opening the GGUF file", e))?;
+    let content = Content::read(&mut file).map_err(failed("reading the GGUF header"))?;
+    Ok((content, file))
+}
+
+fn metadata_string(content: &Content, key: &str) -> Option<String> {
+    content.metadata.get(key).and_then(|v| v.to_string().ok().cloned())
+}
+
+fn metadata_u32(content: &Content, key: &str) -> Option<u32> {
+    content.metadata.get(key).and_then(|v| v.to_u32().ok())
+}
+
+impl GgufLlm {
+    /// Loads the model from the one `.gguf` file among `files`.
+    pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<Self> {
+        let (_, path) = files
+            .iter()
+            .find(|(name, _)| name.ends_with(".gguf"))
+            .ok_or_else(|| LanternError::InferenceFailed(format!("{} has no .gguf file in its catalog entry", files.repo.repo)))?;
+        let path = path.to_path_buf();
+        let (content, mut file) = read_content(&path)?;
+        let architecture = metadata_string(&content, "general.architecture")
+            .ok_or_else(|| LanternError::InferenceFailed("the GGUF metadata has no general.architecture".into()))?;
+        let tokenizer = tokenizer::from_gguf(&content)?;
+        let token_text = |id: Option<u32>| id.and_then(|id| tokenizer.id_to_token(id)).unwrap_or_default();
+        let bos_id = metadata_u32(&content, "tokenizer.ggml.bos_token_id");
+        let eos_id = metadata_u32(&content, "tokenizer.ggml.eos_token_id");
+        let add_bos = content
+            .metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(metadata_string(&content, "tokenizer.ggml.model").as_deref() == Some("llama"));
+        let mut eos_ids: Vec<u32> = END_OF_TURN_TOKENS.iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
+        eos_ids.extend(eos_id);
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
+        let template = ChatTemplate::choose(
+            metadata_string(&content, "tokenizer.chat_template"),
+            &tokenizer,
+            token_text(bos_id),
+            token_text(eos_id),
+        )?;
+        let context_length = metadata_u32(&content, &format!("{architecture}.context_length")).unwrap_or(4096) as usize;
+        let weights = match architecture.as_str() {
+            "llama" => Weights::Llama(
+                quantized_llama::ModelWeights::from_gguf(content, &mut file, device).map_err(failed("loading llama weights"))?,
+            ),
+            "qwen3" => Weights::Qwen3(
+                quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device).map_err(failed("loading qwen3 weights"))?,
+            ),
+            "phi3" => Weights::Phi3(
+                quantized_phi3::ModelWeights::from_gguf(false, content, &mut file, device)
+                    .map_err(failed("loading phi3 weights"))?,
+            ),
+            "qwen3moe" => {
+                // Load once now so a broken file fails here, not at the first request.
+                quantized_qwen3_moe::GGUFQWenMoE::from_gguf(content, &mut file, device, DType::F32)
+                    .map_err(failed("loading qwen3moe weights"))?;
+                Weights::Qwen3Moe
+            }
+            "deepseek2" => {
+                return Err(LanternError::ModelNotSupported(
+                    "GGUF architecture deepseek2 (DeepSeek-V3, Kimi-K2): candle 0.11 has a safetensors DeepSeek-V2/V3 \
+                     model (models::deepseek2) but no quantized GGUF loader for it (MLA attention and the MoE router \
+                     would need a quantized_deepseek2 module)"
+                        .into(),
+                ))
+            }
+            other => {
+                return Err(LanternError::ModelNotSupported(format!(
+                    "GGUF architecture {other:?} is not one this host runs (llama, qwen3, qwen3moe, phi3)"
+                )))
+            }
+        };
+        Ok(GgufLlm {
+            path,
+            architecture,
+            weights,
+            tokenizer,
+            template,
+            eos_ids,
+            bos_id,
+            add_bos,
+            context_length,
+            device: device.clone(),
+            moe_load: Mutex::new(()),
+        })
+    }
+
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    /// Where the chat template came from (`gguf`, or a fallback's name).
+    pub fn template_origin(&self) -> &'static str {
+        self.template.origin
+    }
+
+    fn fresh_moe(&self) -> LanternResult<quantized_qwen3_moe::GGUFQWenMoE> {
+        let _one_at_a_time = self.moe_load.lock().unwrap_or_else(|e| e.into_inner());
+        let (content, mut file) = read_content(&self.path)?;
+        quantized_qwen3_moe::GGUFQWenMoE::from_gguf(content, &mut file, &self.device, DType::F32)
+            .map_err(failed("loading qwen3moe weights"))
+    }
+}
+
+impl TextGenerator for GgufLlm {
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn tokenize(&self, text: &str) -> LanternResult<Vec<u32>> {
+        let encoding = self.tokenizer.encode(text, false).map_err(|e| LanternError::inference("tokenizing", e))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    fn prepare(&self, prompt: &PromptInput) -> LanternResult<PreparedPrompt> {
+        let text = match prompt {
+            PromptInput::Text(text) => text.clone(),
+            PromptInput::Chat(messages) if messages.is_empty() => {
+                return Err(LanternError::InvalidInput("a chat prompt needs at least one message".into()))
+            }
+            PromptInput::Chat(messages) => self.template.render(messages)?,
+        };
+        let mut ids = self.tokenize(&text)?;
+        if let (true, Some(bos)) = (self.add_bos, self.bos_id) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        if ids.is_empty() {
+            return Err(LanternError::InvalidInput("the prompt is empty".into()));
+        }
+        if ids.len() >= self.context_length {
+            return Err(LanternError::InvalidInput(format!(
+                "the prompt is {} tokens; this model's context holds {} tokens, prompt and answer together",
+                ids.len(),
+                self.context_length
+            )));
+        }
+        Ok(PreparedPrompt { ids })
+    }
+
+    fn generate(
+        &self,
+        prompt: &PreparedPrompt,
+        params: &SamplingParams,
+        sink: &mut dyn GenerationSink,
+    ) -> LanternResult<Generated> {
+        let setup = DecodeSetup {
+            tokenizer: &self.tokenizer,
+            eos_ids: &self.eos_ids,
+            context_length: self.context_length,
+            device: &self.device,
+        };
+        let ids = &prompt.ids;
+        match &self.weights {
+            Weights::Llama(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
+            Weights::Qwen3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
+            Weights::Phi3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
+            Weights::Qwen3Moe => decoding::generate(&mut Session(self.fresh_moe()?), &setup, ids, params, sink),
+        }
+    }
+}
