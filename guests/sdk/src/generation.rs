@@ -1,5 +1,7 @@
 //! Streaming text generation: iterate over chunks as the model produces them.
 
+use std::io::Write;
+
 use crate::bindings::lantern::ai::generation as wit;
 pub use wit::{Chunk, FinishReason, Finished, Message, Prompt, Role, Sampling, Usage};
 use crate::Error;
@@ -19,6 +21,20 @@ impl Default for Sampling {
     }
 }
 
+impl Message {
+    pub fn system(content: impl Into<String>) -> Self {
+        Message { role: Role::System, content: content.into() }
+    }
+
+    pub fn user(content: impl Into<String>) -> Self {
+        Message { role: Role::User, content: content.into() }
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Message { role: Role::Assistant, content: content.into() }
+    }
+}
+
 /// A running generation. Iterate to receive text; drop it to cancel the work on the host.
 pub struct Generation {
     stream: wit::GenerationStream,
@@ -29,6 +45,19 @@ impl Generation {
     /// How the generation ended, once the last chunk has been read.
     pub fn finished(&self) -> Option<&Finished> {
         self.finished.as_ref()
+    }
+
+    /// Writes every chunk to stdout as it arrives and returns the whole text.
+    pub fn stream_to_stdout(&mut self) -> Result<String, Error> {
+        let mut text = String::new();
+        let mut stdout = std::io::stdout();
+        for chunk in self.by_ref() {
+            let chunk = chunk?;
+            let _ = stdout.write_all(chunk.as_bytes());
+            let _ = stdout.flush();
+            text.push_str(&chunk);
+        }
+        Ok(text)
     }
 }
 
@@ -52,4 +81,9 @@ impl Iterator for Generation {
 /// Starts generating from `prompt`.
 pub fn generate(model: &str, prompt: &Prompt, params: &Sampling) -> Result<Generation, Error> {
     Ok(Generation { stream: wit::generate(model, prompt, params)?, finished: None })
+}
+
+/// Starts the assistant's answer to a conversation (the model's chat template applies).
+pub fn chat(model: &str, messages: Vec<Message>, params: &Sampling) -> Result<Generation, Error> {
+    generate(model, &Prompt::Chat(messages), params)
 }

@@ -53,7 +53,7 @@ pub enum PluginError {
 /// Where a plugin's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stdio {
-    /// The host process's own stdout/stderr (the CLI).
+    /// The host process's own stdin/stdout/stderr (the CLI).
     #[default]
     Inherit,
     /// Kept in memory and returned in [`RunOutput`] (tests, embedding programs).
@@ -204,7 +204,7 @@ impl PluginRuntime {
         }
         let captured = match stdio {
             Stdio::Inherit => {
-                wasi.inherit_stdout().inherit_stderr();
+                wasi.inherit_stdin().inherit_stdout().inherit_stderr();
                 None
             }
             Stdio::Capture => {
