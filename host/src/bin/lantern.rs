@@ -23,7 +23,7 @@ use lantern::{DirGrant, Host, Policy, Stdio};
         and HF_HUB_OFFLINE work as in huggingface_hub."
 )]
 struct Cli {
-    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    /// More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -190,8 +190,9 @@ fn models(host: &Host) -> anyhow::Result<ExitCode> {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn,lantern=info,plugin=info",
-        1 => "info,lantern=debug,plugin=debug",
+        0 => "warn",
+        1 => "warn,lantern=info,plugin=info",
+        2 => "info,lantern=debug,plugin=debug",
         _ => "debug,lantern=trace,plugin=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
