@@ -210,3 +210,47 @@ async fn concurrent_plugins_all_get_their_answers() {
     // One download for all of them.
     assert_eq!(mirror.stats().file_requests(SMOLLM2, "SmolLM2-135M-Instruct.Q4_1.gguf"), 1);
 }
+
+#[tokio::test]
+async fn the_rag_plugin_answers_from_the_granted_documents_and_cites_them() {
+    exact_math();
+    let mirror = support::minilm_and_smollm2_mirror().await;
+    let cache = tempfile::tempdir().unwrap();
+    let host = host(&mirror.endpoint(), cache.path());
+    let plugin = host.load_plugin(&guest("rag")).unwrap();
+    let docs = support::workspace_root().join("examples/docs");
+    let policy = Policy {
+        dirs: vec![lantern::DirGrant { host_path: docs, guest_path: "/docs".into(), writable: false }],
+        ..Policy::default().allow_model(support::MINILM).allow_model(SMOLLM2)
+    };
+    let output = host
+        .run(&plugin, policy, args(&["--docs", "/docs", "What is the capital of France?"]), Stdio::Capture)
+        .await
+        .unwrap();
+    let sources = output.result.unwrap();
+    let answer = String::from_utf8(output.stdout).unwrap();
+    // The passage that holds the answer is retrieved first, and the streamed answer uses it.
+    let first = sources.lines().find(|l| l.starts_with("[1]")).expect("sources listed");
+    assert!(first.contains("france.txt") && first.contains("Paris is the capital"), "{sources}");
+    assert!(answer.contains("Paris"), "answer: {answer}");
+
+    // Without the directory grant the plugin cannot see the documents.
+    let policy = Policy::default().allow_model(support::MINILM).allow_model(SMOLLM2);
+    let output = host.run(&plugin, policy, args(&["--docs", "/docs", "Anything?"]), Stdio::Capture).await.unwrap();
+    let error = output.result.unwrap_err();
+    assert!(error.contains("cannot read /docs"), "{error}");
+}
+
+#[tokio::test]
+async fn the_chat_plugin_streams_a_one_shot_answer_to_stdout() {
+    exact_math();
+    let mirror = smollm2_mirror().await;
+    let cache = tempfile::tempdir().unwrap();
+    let host = host(&mirror.endpoint(), cache.path());
+    let plugin = host.load_plugin(&guest("chat")).unwrap();
+    let words = args(&["--system", "Answer in one short sentence.", "--temperature", "0", "What is the capital of France?"]);
+    let output = host.run(&plugin, policy(), words, Stdio::Capture).await.unwrap();
+    assert_eq!(output.result, Ok(String::new()));
+    let answer = String::from_utf8(output.stdout).unwrap();
+    assert!(answer.contains("Paris"), "answer: {answer}");
+}

@@ -53,6 +53,16 @@ pub async fn smollm2_mirror() -> Mirror {
         .expect("starting the test hub")
 }
 
+/// A local hub serving both real models (what the rag pipeline needs).
+pub async fn minilm_and_smollm2_mirror() -> Mirror {
+    Mirror::builder()
+        .repo(MINILM, minilm_dir())
+        .repo(SMOLLM2, smollm2_dir())
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("starting the test hub")
+}
+
 /// A guest plugin's compiled component, built (once per test process) from guests/.
 pub fn guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
