@@ -20,6 +20,15 @@ fn exact_math() {
     std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
 }
 
+/// A host with exact math whose hub serves SmolLM2 (the cache lives as long as the guard).
+async fn smollm2_host() -> (hubmirror::Mirror, lantern::Host, tempfile::TempDir) {
+    exact_math();
+    let mirror = smollm2_mirror().await;
+    let cache = tempfile::tempdir().unwrap();
+    let host = host(&mirror.endpoint(), cache.path());
+    (mirror, host, cache)
+}
+
 fn reference() -> Value {
     let path = support::workspace_root().join("tests/fixtures/smollm2_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -39,10 +48,7 @@ fn policy() -> Policy {
 
 #[tokio::test]
 async fn greedy_tokens_match_an_independent_implementation() {
-    exact_math();
-    let mirror = smollm2_mirror().await;
-    let cache = tempfile::tempdir().unwrap();
-    let host = host(&mirror.endpoint(), cache.path());
+    let (_mirror, host, _cache) = smollm2_host().await;
     let model = host.registry().text_generator(SMOLLM2, None).await.unwrap();
     for case in reference()["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -63,10 +69,7 @@ async fn greedy_tokens_match_an_independent_implementation() {
 
 #[tokio::test]
 async fn a_plugin_streams_the_answer_about_france() {
-    exact_math();
-    let mirror = smollm2_mirror().await;
-    let cache = tempfile::tempdir().unwrap();
-    let host = host(&mirror.endpoint(), cache.path());
+    let (_mirror, host, _cache) = smollm2_host().await;
     let plugin = host.load_plugin(&guest("probe")).unwrap();
     let reference = reference();
     let cases = reference["cases"].as_array().unwrap();
@@ -96,10 +99,7 @@ async fn a_plugin_streams_the_answer_about_france() {
 
 #[tokio::test]
 async fn chat_prompts_use_the_template_from_the_gguf() {
-    exact_math();
-    let mirror = smollm2_mirror().await;
-    let cache = tempfile::tempdir().unwrap();
-    let host = host(&mirror.endpoint(), cache.path());
+    let (_mirror, host, _cache) = smollm2_host().await;
     let model = host.registry().text_generator(SMOLLM2, None).await.unwrap();
     let user = lantern::capabilities::ChatMessage {
         role: lantern::capabilities::ChatRole::User,
@@ -129,10 +129,7 @@ async fn chat_prompts_use_the_template_from_the_gguf() {
 
 #[tokio::test]
 async fn stop_sequences_max_tokens_and_long_prompts() {
-    exact_math();
-    let mirror = smollm2_mirror().await;
-    let cache = tempfile::tempdir().unwrap();
-    let host = host(&mirror.endpoint(), cache.path());
+    let (_mirror, host, _cache) = smollm2_host().await;
     let plugin = host.load_plugin(&guest("probe")).unwrap();
     let reference = reference();
     let sea = reference["cases"][1]["prompt"].as_str().unwrap();
@@ -166,10 +163,7 @@ async fn stop_sequences_max_tokens_and_long_prompts() {
 
 #[tokio::test]
 async fn dropping_the_stream_cancels_the_work_on_the_host() {
-    exact_math();
-    let mirror = smollm2_mirror().await;
-    let cache = tempfile::tempdir().unwrap();
-    let host = host(&mirror.endpoint(), cache.path());
+    let (_mirror, host, _cache) = smollm2_host().await;
     let plugin = host.load_plugin(&guest("probe")).unwrap();
     // Ask for 4000 tokens (minutes of work), read three chunks, drop the stream.
     let output = host
@@ -190,10 +184,7 @@ async fn dropping_the_stream_cancels_the_work_on_the_host() {
 
 #[tokio::test]
 async fn concurrent_plugins_all_get_their_answers() {
-    exact_math();
-    let mirror = smollm2_mirror().await;
-    let cache = tempfile::tempdir().unwrap();
-    let host = host(&mirror.endpoint(), cache.path());
+    let (mirror, host, _cache) = smollm2_host().await;
     let plugin = host.load_plugin(&guest("probe")).unwrap();
     let reference = reference();
     let cases = reference["cases"].as_array().unwrap();
@@ -243,10 +234,7 @@ async fn the_rag_plugin_answers_from_the_granted_documents_and_cites_them() {
 
 #[tokio::test]
 async fn the_chat_plugin_streams_a_one_shot_answer_to_stdout() {
-    exact_math();
-    let mirror = smollm2_mirror().await;
-    let cache = tempfile::tempdir().unwrap();
-    let host = host(&mirror.endpoint(), cache.path());
+    let (_mirror, host, _cache) = smollm2_host().await;
     let plugin = host.load_plugin(&guest("chat")).unwrap();
     let words = args(&["--system", "Answer in one short sentence.", "--temperature", "0", "What is the capital of France?"]);
     let output = host.run(&plugin, policy(), words, Stdio::Capture).await.unwrap();

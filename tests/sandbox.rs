@@ -16,6 +16,20 @@ fn args(words: &[&str]) -> Vec<String> {
     words.iter().map(|s| s.to_string()).collect()
 }
 
+/// Counts 10 ms ticks on the current runtime until aborted: on a one-thread runtime it
+/// only advances while nothing blocks that thread.
+fn spawn_ticker() -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let ticks = Arc::new(AtomicU64::new(0));
+    let counter = ticks.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (ticks, task)
+}
+
 /// A host whose hub is unreachable: for tests that need no model.
 fn bare_host(cache: &std::path::Path) -> lantern::Host {
     host("http://127.0.0.1:9", cache)
@@ -48,15 +62,8 @@ async fn a_spinning_plugin_times_out_while_other_tasks_keep_running() {
     let cache = tempfile::tempdir().unwrap();
     let host = bare_host(cache.path());
     let plugin = host.load_plugin(&guest("probe")).unwrap();
-    let ticks = Arc::new(AtomicU64::new(0));
-    let counter = ticks.clone();
-    // On a one-thread runtime this task only runs if the spinning guest yields.
-    let ticker = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    });
+    // On a one-thread runtime the ticker only runs if the spinning guest yields.
+    let (ticks, ticker) = spawn_ticker();
     let policy = Policy { timeout: Some(Duration::from_millis(800)), ..Policy::default() };
     let error = host.run(&plugin, policy, args(&["spin"]), Stdio::Capture).await.err().expect("must time out");
     assert!(matches!(error, PluginError::Timeout(_)), "{error:?}");
@@ -110,14 +117,7 @@ async fn a_plugin_waiting_on_a_slow_download_does_not_block_the_runtime() {
     let cache = tempfile::tempdir().unwrap();
     let host = host(&mirror.endpoint(), cache.path());
     let plugin = host.load_plugin(&guest("probe")).unwrap();
-    let ticks = Arc::new(AtomicU64::new(0));
-    let counter = ticks.clone();
-    let ticker = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    });
+    let (ticks, ticker) = spawn_ticker();
     let output = host
         .run(&plugin, Policy::default().allow_model(MINILM), args(&["embed", MINILM, "hello world"]), Stdio::Capture)
         .await

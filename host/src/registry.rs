@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use crate::capabilities::{
     Capability, EmbedRequest, Embeddings, GenerationEvent, PromptInput, SamplingParams, TextEmbedder, TextGenerator,
 };
-use crate::catalog::{Catalog, CatalogEntry};
+use crate::catalog::{Catalog, CatalogEntry, Family};
 use crate::error::{LanternError, LanternResult};
 use crate::families;
 use crate::hub::{FetchProgress, Hub, ModelFiles, ProgressSink};
@@ -189,10 +189,18 @@ impl ModelRegistry {
         Ok(self.hub.fetch(&entry.repo, &entry.files, progress).await?)
     }
 
-    /// The loaded text embedder for `key`: downloaded and loaded on first use, shared after.
-    pub async fn text_embedder(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextEmbedder>> {
-        let entry = self.entry(key, Some(Capability::TextEmbedding))?.clone();
-        let slot = self.text_embedders.lock().unwrap().entry(key.to_string()).or_default().clone();
+    /// The model behind `key` in `slots`: fetched and loaded with `load` on a worker
+    /// thread the first time (once, however many callers ask at once), shared after.
+    async fn load_shared<T: Clone + Send + 'static>(
+        &self,
+        slots: &Mutex<HashMap<String, Slot<T>>>,
+        key: &str,
+        capability: Capability,
+        sink: Option<PrepareSink>,
+        load: fn(Family, &ModelFiles, &Device) -> LanternResult<T>,
+    ) -> LanternResult<T> {
+        let entry = self.entry(key, Some(capability))?.clone();
+        let slot = slots.lock().unwrap().entry(key.to_string()).or_default().clone();
         let model = slot
             .get_or_try_init(|| async {
                 let files = self.fetch(&entry, sink.as_ref()).await?;
@@ -201,7 +209,7 @@ impl ModelRegistry {
                 }
                 let device = self.device.clone();
                 tracing::info!(model = %entry.key, family = entry.family.name(), "loading model");
-                run_blocking("loading the model", move || families::load_text_embedder(entry.family, &files, &device)).await
+                run_blocking("loading the model", move || load(entry.family, &files, &device)).await
             })
             .await?
             .clone();
@@ -211,26 +219,14 @@ impl ModelRegistry {
         Ok(model)
     }
 
+    /// The loaded text embedder for `key`: downloaded and loaded on first use, shared after.
+    pub async fn text_embedder(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextEmbedder>> {
+        self.load_shared(&self.text_embedders, key, Capability::TextEmbedding, sink, families::load_text_embedder).await
+    }
+
     /// The loaded text generator for `key`: downloaded and loaded on first use, shared after.
     pub async fn text_generator(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextGenerator>> {
-        let entry = self.entry(key, Some(Capability::TextGeneration))?.clone();
-        let slot = self.text_generators.lock().unwrap().entry(key.to_string()).or_default().clone();
-        let model = slot
-            .get_or_try_init(|| async {
-                let files = self.fetch(&entry, sink.as_ref()).await?;
-                if let Some(sink) = &sink {
-                    sink(PrepareEvent::Loading);
-                }
-                let device = self.device.clone();
-                tracing::info!(model = %entry.key, family = entry.family.name(), "loading model");
-                run_blocking("loading the model", move || families::load_text_generator(entry.family, &files, &device)).await
-            })
-            .await?
-            .clone();
-        if let Some(sink) = &sink {
-            sink(PrepareEvent::Ready);
-        }
-        Ok(model)
+        self.load_shared(&self.text_generators, key, Capability::TextGeneration, sink, families::load_text_generator).await
     }
 
     /// Starts a generation with `key`. Errors known before the first token (a prompt too
