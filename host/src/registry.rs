@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex};
 use candle_core::Device;
 use tokio::sync::OnceCell;
 
+use crate::batching::{BatchCounts, BatchPolicy, Batcher};
 use crate::capabilities::{Capability, EmbedRequest, Embeddings, TextEmbedder};
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::error::{LanternError, LanternResult};
 use crate::families;
 use crate::hub::{FetchProgress, Hub, ModelFiles, ProgressSink};
+use crate::memory_budget::{MemoryBudget, DEFAULT_BUDGET_BYTES};
 
 /// A step in preparing a model, reported to whoever asked for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,11 +41,29 @@ pub struct ModelInfo {
 
 type Slot<T> = Arc<OnceCell<T>>;
 
+/// A loaded embedding model with its batching task and its size for the memory budget.
+pub struct LoadedEmbedder {
+    pub model: Arc<dyn TextEmbedder>,
+    batcher: Batcher,
+    weight_bytes: u64,
+}
+
+impl LoadedEmbedder {
+    /// In use: someone holds it or the model, or a request is waiting on its batcher
+    /// (the batching task itself holds one reference to the model).
+    fn in_use(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) > 1 || Arc::strong_count(&self.model) > 2 || self.batcher.is_busy()
+    }
+}
+
 pub struct ModelRegistry {
     catalog: Catalog,
     hub: Hub,
     device: Device,
-    text_embedders: Mutex<HashMap<String, Slot<Arc<dyn TextEmbedder>>>>,
+    text_embedders: Mutex<HashMap<String, Slot<Arc<LoadedEmbedder>>>>,
+    /// Loaded models' weight bytes against the budget; least recently used go first.
+    memory: Mutex<MemoryBudget>,
+    batch_policy: BatchPolicy,
 }
 
 /// Runs blocking model work on the blocking pool; a panic in it becomes a typed error.
@@ -97,7 +117,52 @@ fn download_progress(files_total: usize, sink: PrepareSink) -> ProgressSink {
 
 impl ModelRegistry {
     pub fn new(catalog: Catalog, hub: Hub, device: Device) -> Self {
-        ModelRegistry { catalog, hub, device, text_embedders: Mutex::new(HashMap::new()) }
+        ModelRegistry {
+            catalog,
+            hub,
+            device,
+            text_embedders: Mutex::new(HashMap::new()),
+            memory: Mutex::new(MemoryBudget::new(DEFAULT_BUDGET_BYTES)),
+            batch_policy: BatchPolicy::default(),
+        }
+    }
+
+    /// Bytes of model weights kept loaded before idle models are unloaded (default 8 GiB).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory = Mutex::new(MemoryBudget::new(bytes));
+        self
+    }
+
+    /// How concurrent embedding requests are merged.
+    pub fn with_batch_policy(mut self, policy: BatchPolicy) -> Self {
+        self.batch_policy = policy;
+        self
+    }
+
+    /// What the batcher of a loaded embedding model has done (None when not loaded).
+    pub fn embedding_batch_counts(&self, key: &str) -> Option<BatchCounts> {
+        let slot = self.text_embedders.lock().unwrap().get(key).cloned()?;
+        slot.get().map(|loaded| loaded.batcher.counts())
+    }
+
+    /// Keys of the embedding models loaded now.
+    pub fn loaded_text_embedders(&self) -> Vec<String> {
+        let map = self.text_embedders.lock().unwrap();
+        let mut keys: Vec<String> = map.iter().filter(|(_, slot)| slot.initialized()).map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Unloads least recently used idle models until the loaded ones fit the budget.
+    fn enforce_memory_budget(&self) {
+        let mut map = self.text_embedders.lock().unwrap();
+        let mut memory = self.memory.lock().unwrap();
+        let in_use = |key: &str| map.get(key).and_then(|slot| slot.get()).is_some_and(|loaded| loaded.in_use());
+        for key in memory.over_budget(in_use) {
+            tracing::info!(model = %key, budget = memory.limit_bytes(), "unloading the least recently used model");
+            map.remove(&key);
+            memory.remove(&key);
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -150,9 +215,14 @@ impl ModelRegistry {
 
     /// The loaded text embedder for `key`: downloaded and loaded on first use, shared after.
     pub async fn text_embedder(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextEmbedder>> {
+        Ok(self.loaded_text_embedder(key, sink).await?.model.clone())
+    }
+
+    async fn loaded_text_embedder(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<LoadedEmbedder>> {
         let entry = self.entry(key, Some(Capability::TextEmbedding))?.clone();
         let slot = self.text_embedders.lock().unwrap().entry(key.to_string()).or_default().clone();
-        let model = slot
+        let mut loaded_now = false;
+        let loaded = slot
             .get_or_try_init(|| async {
                 let files = self.fetch(&entry, sink.as_ref()).await?;
                 if let Some(sink) = &sink {
@@ -160,14 +230,23 @@ impl ModelRegistry {
                 }
                 let device = self.device.clone();
                 tracing::info!(model = %entry.key, family = entry.family.name(), "loading model");
-                run_blocking("loading the model", move || families::load_text_embedder(entry.family, &files, &device)).await
+                let weight_bytes = families::weight_bytes(&files);
+                let model =
+                    run_blocking("loading the model", move || families::load_text_embedder(entry.family, &files, &device)).await?;
+                loaded_now = true;
+                let batcher = Batcher::spawn(model.clone(), self.batch_policy);
+                Ok::<_, LanternError>(Arc::new(LoadedEmbedder { model, batcher, weight_bytes }))
             })
             .await?
             .clone();
+        self.memory.lock().unwrap().touch(key, Some(loaded.weight_bytes));
+        if loaded_now {
+            self.enforce_memory_budget();
+        }
         if let Some(sink) = &sink {
             sink(PrepareEvent::Ready);
         }
-        Ok(model)
+        Ok(loaded)
     }
 
     /// Downloads and loads `key` for whatever capability it offers first.
@@ -188,7 +267,15 @@ impl ModelRegistry {
         if let Some(index) = request.inputs.iter().position(|s| s.trim().is_empty()) {
             return Err(LanternError::InvalidInput(format!("input {index} is empty")));
         }
-        let model = self.text_embedder(key, None).await?;
-        run_blocking("embedding", move || model.embed(&request)).await
+        let loaded = self.loaded_text_embedder(key, None).await?;
+        // Files this request needs beyond the base model (Stella's head for its dimension).
+        let extra = loaded.model.request_files(&request)?;
+        if !extra.is_empty() {
+            let repo = self.entry(key, None)?.repo.clone();
+            let files = self.hub.fetch(&repo, &extra, None).await?;
+            let model = loaded.model.clone();
+            run_blocking("loading request files", move || model.load_request_files(&files)).await?;
+        }
+        loaded.batcher.embed(request).await
     }
 }
