@@ -186,3 +186,82 @@ async fn run_group(model: &Arc<dyn TextEmbedder>, group: Vec<Job>, counters: &Co
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::capabilities::EmbedTask;
+
+    /// Records each call's task and inputs; each vector is the input's length.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<(EmbedTask, Vec<String>)>>,
+    }
+
+    impl TextEmbedder for Recorder {
+        fn dimensions(&self) -> usize {
+            1
+        }
+        fn max_tokens(&self) -> usize {
+            100
+        }
+        fn embed(&self, request: &EmbedRequest) -> LanternResult<Embeddings> {
+            self.calls.lock().unwrap().push((request.task.clone(), request.inputs.clone()));
+            Ok(Embeddings {
+                vectors: request.inputs.iter().map(|s| vec![s.len() as f32]).collect(),
+                dimensions: 1,
+                input_tokens: request.inputs.iter().map(|s| s.len()).collect(),
+                input_truncated: vec![false; request.inputs.len()],
+            })
+        }
+    }
+
+    fn request(task: EmbedTask, inputs: &[&str]) -> EmbedRequest {
+        EmbedRequest { task, ..EmbedRequest::new(inputs.iter().map(|s| s.to_string()).collect()) }
+    }
+
+    #[tokio::test]
+    async fn merges_compatible_requests_only_and_splits_results_back() {
+        let recorder = Arc::new(Recorder::default());
+        let batcher = Batcher::spawn(recorder.clone(), BatchPolicy { max_wait: Duration::from_millis(50), max_inputs: 64 });
+        let (a, b, c, d) = tokio::join!(
+            batcher.embed(request(EmbedTask::Document, &["a", "bb"])),
+            batcher.embed(request(EmbedTask::Query, &["ccc"])),
+            batcher.embed(request(EmbedTask::Document, &["dddd"])),
+            batcher.embed(request(EmbedTask::Query, &["eeeee", "ffffff"])),
+        );
+        assert_eq!(a.unwrap().vectors, vec![vec![1.0], vec![2.0]]);
+        assert_eq!(b.unwrap().vectors, vec![vec![3.0]]);
+        let c = c.unwrap();
+        assert_eq!((c.vectors, c.input_tokens), (vec![vec![4.0]], vec![4]));
+        assert_eq!(d.unwrap().vectors, vec![vec![5.0], vec![6.0]]);
+        let calls = recorder.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![
+                (EmbedTask::Document, vec!["a".into(), "bb".into(), "dddd".into()]),
+                (EmbedTask::Query, vec!["ccc".into(), "eeeee".into(), "ffffff".into()]),
+            ]
+        );
+        assert_eq!(batcher.counts(), BatchCounts { requests: 4, model_calls: 2, inputs: 6 });
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_at_most_max_inputs() {
+        let recorder = Arc::new(Recorder::default());
+        let batcher = Batcher::spawn(recorder.clone(), BatchPolicy { max_wait: Duration::from_millis(50), max_inputs: 3 });
+        let (a, b, c) = tokio::join!(
+            batcher.embed(request(EmbedTask::Document, &["a", "b"])),
+            batcher.embed(request(EmbedTask::Document, &["c", "d"])),
+            batcher.embed(request(EmbedTask::Document, &["e"])),
+        );
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        let sizes: Vec<usize> = recorder.calls.lock().unwrap().iter().map(|(_, inputs)| inputs.len()).collect();
+        // a and b (4 inputs) cannot share a call; c joins whichever has room.
+        assert_eq!(sizes.iter().sum::<usize>(), 5);
+        assert_eq!(sizes.len(), 2, "{sizes:?}");
+        assert!(sizes.iter().all(|&n| n <= 3), "{sizes:?}");
+    }
+}
