@@ -1,6 +1,6 @@
 //! Jina-BERT v2 (jinaai/jina-embeddings-v2-base-en): a BERT encoder with ALiBi attention
 //! biases and a GEGLU MLP, mean pooling, no instructions. Files: `config.json`,
-//! `tokenizer.json`, `model.safetensors` (tensors without a `bert.` prefix).
+//! `tokenizer.json`, `model.safetensors` (tensors with or without a `bert.` prefix).
 //!
 //! Two limits come from candle's `jina_bert` module:
 //! - its forward pass takes no attention mask, so padding would change the vectors:
@@ -37,6 +37,9 @@ pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<PipelineEmbedd
     config.max_position_embeddings = config.max_position_embeddings.min(MAX_TOKENS);
     let tokenizer = loading::tokenizer(files, "tokenizer.json")?;
     let weights = loading::checkpoint(files, candle_transformers::models::jina_bert::DTYPE, device)?;
+    // Checkpoints saved from a task wrapper nest the encoder under `bert.`.
+    let weights =
+        if weights.contains_tensor("bert.embeddings.word_embeddings.weight") { weights.pp("bert") } else { weights };
     let model = BertModel::new(weights, &config).map_err(|e| LanternError::inference("loading Jina-BERT weights", e))?;
     let rules = EmbedderRules {
         family: "Jina-BERT",
