@@ -15,6 +15,14 @@ pub enum Family {
     Bert,
     /// GGUF quantized causal language models (llama, qwen3, qwen3moe, phi3 architectures).
     GgufLlm,
+    /// Jina-BERT v2: ALiBi BERT, mean pooling.
+    JinaBert,
+    /// Stella v5 (400M and 1.5B): mean pooling and Matryoshka projection heads.
+    Stella,
+    /// GTE-Qwen2 instruct: Qwen2 decoder, last-token pooling.
+    GteQwen2,
+    /// NV-Embed v2: Mistral decoder, latent-attention pooling.
+    NvEmbed,
 }
 
 impl Family {
@@ -22,6 +30,10 @@ impl Family {
         match self {
             Family::Bert => "bert",
             Family::GgufLlm => "gguf-llm",
+            Family::JinaBert => "jina-bert",
+            Family::Stella => "stella",
+            Family::GteQwen2 => "gte-qwen2",
+            Family::NvEmbed => "nv-embed",
         }
     }
 }
@@ -75,6 +87,9 @@ impl Catalog {
             files: vec!["SmolLM2-135M-Instruct.Q4_1.gguf".into()],
             description: "SmolLM2-135M-Instruct chat model, llama architecture, Q4_1 GGUF (98 MB)".into(),
         });
+        for entry in embedding_entries() {
+            catalog.insert(entry);
+        }
         catalog
     }
 
@@ -90,4 +105,62 @@ impl Catalog {
     pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
         self.entries.values()
     }
+}
+
+/// `model-00001-of-0000N.safetensors` … and their index: how the Hub shards checkpoints.
+fn sharded(count: usize) -> Vec<String> {
+    let mut files = vec!["model.safetensors.index.json".to_string()];
+    files.extend((1..=count).map(|i| format!("model-{i:05}-of-{count:05}.safetensors")));
+    files
+}
+
+fn text_embedder(key: &str, family: Family, weights: Vec<String>, description: &str) -> CatalogEntry {
+    let mut files = vec!["config.json".to_string(), "tokenizer.json".to_string()];
+    files.extend(weights);
+    CatalogEntry {
+        key: key.into(),
+        repo: RepoRef::main(key),
+        family,
+        capabilities: vec![Capability::TextEmbedding],
+        files,
+        description: description.into(),
+    }
+}
+
+/// The embedding families beyond BERT, with the real repos' file layouts. Stella's
+/// projection heads are not listed: a request fetches the one for its dimension.
+fn embedding_entries() -> Vec<CatalogEntry> {
+    let single = || vec!["model.safetensors".to_string()];
+    vec![
+        text_embedder(
+            "jinaai/jina-embeddings-v2-base-en",
+            Family::JinaBert,
+            single(),
+            "Jina-BERT v2 base, 768 dims, ALiBi, mean pooling, max 2048 tokens here (0.5 GB)",
+        ),
+        text_embedder(
+            "dunzhang/stella_en_400M_v5",
+            Family::Stella,
+            single(),
+            "Stella v5 400M, Matryoshka heads 256-8192 dims (default 1024), query prompt, max 512 tokens (1.7 GB)",
+        ),
+        text_embedder(
+            "dunzhang/stella_en_1.5B_v5",
+            Family::Stella,
+            single(),
+            "Stella v5 1.5B (Qwen2), Matryoshka heads 256-8192 dims (default 1024), query prompt, max 512 tokens (6 GB)",
+        ),
+        text_embedder(
+            "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
+            Family::GteQwen2,
+            sharded(2),
+            "GTE-Qwen2 1.5B instruct, 1536 dims, last-token pooling, instructions, max 8192 tokens (7 GB)",
+        ),
+        text_embedder(
+            "nvidia/NV-Embed-v2",
+            Family::NvEmbed,
+            sharded(4),
+            "NV-Embed v2 (Mistral 7B), 4096 dims, latent-attention pooling, instructions (30 GB)",
+        ),
+    ]
 }

@@ -21,11 +21,13 @@
 //! of the model's files at once, and loads the family (from [`families`]) on a worker
 //! thread. Nothing below `runtime` knows about wasm; nothing outside `hub` knows HTTP.
 
+pub mod batching;
 pub mod capabilities;
 pub mod catalog;
 pub mod error;
 pub mod families;
 pub mod hub;
+pub mod memory_budget;
 pub mod policy;
 pub mod registry;
 pub mod runtime;
@@ -54,6 +56,8 @@ pub struct Host {
 pub struct HostBuilder {
     hub: Option<HubConfig>,
     catalog: Option<Catalog>,
+    memory_budget: Option<u64>,
+    batch_policy: Option<batching::BatchPolicy>,
 }
 
 impl HostBuilder {
@@ -69,9 +73,24 @@ impl HostBuilder {
         self
     }
 
+    /// Bytes of model weights kept loaded; idle models beyond it are unloaded, least
+    /// recently used first. Default: [`memory_budget::DEFAULT_BUDGET_BYTES`] (8 GiB).
+    pub fn model_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// How concurrent embedding requests are merged; default [`batching::BatchPolicy::default`].
+    pub fn batch_policy(mut self, policy: batching::BatchPolicy) -> Self {
+        self.batch_policy = Some(policy);
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<Host> {
         let hub = Hub::new(self.hub.unwrap_or_else(HubConfig::from_env))?;
-        let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, candle_core::Device::Cpu);
+        let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, candle_core::Device::Cpu)
+            .with_memory_budget(self.memory_budget.unwrap_or(memory_budget::DEFAULT_BUDGET_BYTES))
+            .with_batch_policy(self.batch_policy.unwrap_or_default());
         Ok(Host { runtime: runtime::PluginRuntime::new()?, registry: Arc::new(registry) })
     }
 }

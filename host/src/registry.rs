@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Device;
 use tokio::sync::OnceCell;
 
+use crate::batching::{BatchCounts, BatchPolicy, Batcher};
 use crate::capabilities::{
     Capability, EmbedRequest, Embeddings, GenerationEvent, PromptInput, SamplingParams, TextEmbedder, TextGenerator,
 };
@@ -18,6 +19,7 @@ use crate::catalog::{Catalog, CatalogEntry, Family};
 use crate::error::{LanternError, LanternResult};
 use crate::families;
 use crate::hub::{FetchProgress, Hub, ModelFiles, ProgressSink};
+use crate::memory_budget::{MemoryBudget, DEFAULT_BUDGET_BYTES};
 use crate::streaming::{EventSender, EventStream};
 
 /// Chunks a generation may run ahead of the consumer reading them.
@@ -45,14 +47,32 @@ pub struct ModelInfo {
 
 type Slot<T> = Arc<OnceCell<T>>;
 
+/// A loaded embedding model with its batching task and its size for the memory budget.
+pub struct LoadedEmbedder {
+    pub model: Arc<dyn TextEmbedder>,
+    batcher: Batcher,
+    weight_bytes: u64,
+}
+
+impl LoadedEmbedder {
+    /// In use: someone holds it or the model, or a request is waiting on its batcher
+    /// (the batching task itself holds one reference to the model).
+    fn in_use(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) > 1 || Arc::strong_count(&self.model) > 2 || self.batcher.is_busy()
+    }
+}
+
 pub struct ModelRegistry {
     catalog: Catalog,
     hub: Hub,
     device: Device,
-    text_embedders: Mutex<HashMap<String, Slot<Arc<dyn TextEmbedder>>>>,
+    text_embedders: Mutex<HashMap<String, Slot<Arc<LoadedEmbedder>>>>,
     text_generators: Mutex<HashMap<String, Slot<Arc<dyn TextGenerator>>>>,
     /// Generation threads running now (they end at end of answer or on cancellation).
     active_generations: Arc<std::sync::atomic::AtomicUsize>,
+    /// Loaded models' weight bytes against the budget; least recently used go first.
+    memory: Mutex<MemoryBudget>,
+    batch_policy: BatchPolicy,
 }
 
 /// Runs blocking model work on the blocking pool; a panic in it becomes a typed error.
@@ -142,6 +162,46 @@ impl ModelRegistry {
             text_embedders: Mutex::new(HashMap::new()),
             text_generators: Mutex::new(HashMap::new()),
             active_generations: Arc::default(),
+            memory: Mutex::new(MemoryBudget::new(DEFAULT_BUDGET_BYTES)),
+            batch_policy: BatchPolicy::default(),
+        }
+    }
+
+    /// Bytes of model weights kept loaded before idle models are unloaded (default 8 GiB).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory = Mutex::new(MemoryBudget::new(bytes));
+        self
+    }
+
+    /// How concurrent embedding requests are merged.
+    pub fn with_batch_policy(mut self, policy: BatchPolicy) -> Self {
+        self.batch_policy = policy;
+        self
+    }
+
+    /// What the batcher of a loaded embedding model has done (None when not loaded).
+    pub fn embedding_batch_counts(&self, key: &str) -> Option<BatchCounts> {
+        let slot = self.text_embedders.lock().unwrap().get(key).cloned()?;
+        slot.get().map(|loaded| loaded.batcher.counts())
+    }
+
+    /// Keys of the embedding models loaded now.
+    pub fn loaded_text_embedders(&self) -> Vec<String> {
+        let map = self.text_embedders.lock().unwrap();
+        let mut keys: Vec<String> = map.iter().filter(|(_, slot)| slot.initialized()).map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Unloads least recently used idle models until the loaded ones fit the budget.
+    fn enforce_memory_budget(&self) {
+        let mut map = self.text_embedders.lock().unwrap();
+        let mut memory = self.memory.lock().unwrap();
+        let in_use = |key: &str| map.get(key).and_then(|slot| slot.get()).is_some_and(|loaded| loaded.in_use());
+        for key in memory.over_budget(in_use) {
+            tracing::info!(model = %key, budget = memory.limit_bytes(), "unloading the least recently used model");
+            map.remove(&key);
+            memory.remove(&key);
         }
     }
 
@@ -190,17 +250,20 @@ impl ModelRegistry {
     }
 
     /// The model behind `key` in `slots`: fetched and loaded with `load` on a worker
-    /// thread the first time (once, however many callers ask at once), shared after.
-    async fn load_shared<T: Clone + Send + 'static>(
+    /// thread the first time (once, however many callers ask at once), then wrapped by
+    /// `wrap` (given the weights' size) and shared. Also tells whether this call loaded it.
+    async fn load_shared<M: Send + 'static, T: Clone>(
         &self,
         slots: &Mutex<HashMap<String, Slot<T>>>,
         key: &str,
         capability: Capability,
         sink: Option<PrepareSink>,
-        load: fn(Family, &ModelFiles, &Device) -> LanternResult<T>,
-    ) -> LanternResult<T> {
+        load: fn(Family, &ModelFiles, &Device) -> LanternResult<M>,
+        wrap: impl FnOnce(M, u64) -> T,
+    ) -> LanternResult<(T, bool)> {
         let entry = self.entry(key, Some(capability))?.clone();
         let slot = slots.lock().unwrap().entry(key.to_string()).or_default().clone();
+        let mut loaded_now = false;
         let model = slot
             .get_or_try_init(|| async {
                 let files = self.fetch(&entry, sink.as_ref()).await?;
@@ -209,24 +272,43 @@ impl ModelRegistry {
                 }
                 let device = self.device.clone();
                 tracing::info!(model = %entry.key, family = entry.family.name(), "loading model");
-                run_blocking("loading the model", move || load(entry.family, &files, &device)).await
+                let weight_bytes = families::weight_bytes(&files);
+                let model = run_blocking("loading the model", move || load(entry.family, &files, &device)).await?;
+                loaded_now = true;
+                Ok::<_, LanternError>(wrap(model, weight_bytes))
             })
             .await?
             .clone();
         if let Some(sink) = &sink {
             sink(PrepareEvent::Ready);
         }
-        Ok(model)
+        Ok((model, loaded_now))
     }
 
     /// The loaded text embedder for `key`: downloaded and loaded on first use, shared after.
     pub async fn text_embedder(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextEmbedder>> {
-        self.load_shared(&self.text_embedders, key, Capability::TextEmbedding, sink, families::load_text_embedder).await
+        Ok(self.loaded_text_embedder(key, sink).await?.model.clone())
+    }
+
+    async fn loaded_text_embedder(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<LoadedEmbedder>> {
+        let policy = self.batch_policy;
+        let (loaded, loaded_now) = self
+            .load_shared(&self.text_embedders, key, Capability::TextEmbedding, sink, families::load_text_embedder, |model, weight_bytes| {
+                let batcher = Batcher::spawn(model.clone(), policy);
+                Arc::new(LoadedEmbedder { model, batcher, weight_bytes })
+            })
+            .await?;
+        self.memory.lock().unwrap().touch(key, Some(loaded.weight_bytes));
+        if loaded_now {
+            self.enforce_memory_budget();
+        }
+        Ok(loaded)
     }
 
     /// The loaded text generator for `key`: downloaded and loaded on first use, shared after.
     pub async fn text_generator(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextGenerator>> {
-        self.load_shared(&self.text_generators, key, Capability::TextGeneration, sink, families::load_text_generator).await
+        let load = families::load_text_generator;
+        Ok(self.load_shared(&self.text_generators, key, Capability::TextGeneration, sink, load, |model, _| model).await?.0)
     }
 
     /// Starts a generation with `key`. Errors known before the first token (a prompt too
@@ -282,7 +364,15 @@ impl ModelRegistry {
         if let Some(index) = request.inputs.iter().position(|s| s.trim().is_empty()) {
             return Err(LanternError::InvalidInput(format!("input {index} is empty")));
         }
-        let model = self.text_embedder(key, None).await?;
-        run_blocking("embedding", move || model.embed(&request)).await
+        let loaded = self.loaded_text_embedder(key, None).await?;
+        // Files this request needs beyond the base model (Stella's head for its dimension).
+        let extra = loaded.model.request_files(&request)?;
+        if !extra.is_empty() {
+            let repo = self.entry(key, None)?.repo.clone();
+            let files = self.hub.fetch(&repo, &extra, None).await?;
+            let model = loaded.model.clone();
+            run_blocking("loading request files", move || model.load_request_files(&files)).await?;
+        }
+        loaded.batcher.embed(request).await
     }
 }

@@ -109,3 +109,20 @@ pub fn json(result: &Result<String, String>) -> serde_json::Value {
     let text = result.as_ref().unwrap_or_else(|e| panic!("plugin failed: {e}"));
     serde_json::from_str(text).unwrap_or_else(|e| panic!("plugin answer is not JSON ({e}): {text}"))
 }
+
+pub mod tiny;
+
+/// A local hub serving the real MiniLM repo and every tiny generated family repo
+/// (written under `root`).
+pub async fn families_mirror(root: &Path) -> Mirror {
+    let mut builder = Mirror::builder().repo(MINILM, minilm_dir());
+    for (repo, dir) in tiny::all(root) {
+        builder = builder.repo(repo, dir);
+    }
+    builder.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("starting the test hub")
+}
+
+/// The vectors of a probe `embed*` answer.
+pub fn vectors(answer: &serde_json::Value) -> Vec<Vec<f32>> {
+    serde_json::from_value(answer["vectors"].clone()).unwrap_or_else(|e| panic!("no vectors ({e}) in {answer}"))
+}

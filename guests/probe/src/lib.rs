@@ -3,6 +3,9 @@
 //!
 //! - `embed MODEL TEXT...`: the vectors, token count and truncation count.
 //! - `embed-strict MODEL TEXT...`: the same with truncation off.
+//! - `embed-query MODEL TEXT...`: the same for the query task.
+//! - `embed-instruct MODEL INSTRUCTION TEXT...`: a query with a custom instruction.
+//! - `embed-dims MODEL N TEXT...`: documents at N output dimensions.
 //! - `prepare MODEL`: every preparation event.
 //! - `info MODEL`, `allowed`: model facts.
 //! - `generate MODEL [PROMPT] [--chat] [--system TEXT] [--max N] [--temp T] [--seed S] [--stop TEXT]...`:
@@ -13,8 +16,8 @@
 //! - `read PATH`: reads a file (tests that only granted directories are visible).
 
 use lantern_sdk::bindings::lantern::ai::generation::{Message, Prompt, Role, Sampling};
+use lantern_sdk::embeddings::{embed_with, EmbedOptions, EmbedTask};
 use lantern_sdk::generation::FinishReason;
-use lantern_sdk::embeddings::{embed_with, EmbedOptions};
 use lantern_sdk::models::{self, PreparationEvent};
 use lantern_sdk::Error;
 use serde_json::{json, Value};
@@ -34,8 +37,7 @@ fn error_json(error: &Error) -> Value {
     json!({ "error": kind, "message": message })
 }
 
-fn embed(model: &str, texts: &[String], truncate: bool) -> Value {
-    let options = EmbedOptions { truncate: Some(truncate), ..EmbedOptions::document() };
+fn embed(model: &str, texts: &[String], options: EmbedOptions) -> Value {
     match embed_with(model, texts, &options) {
         Ok(batch) => json!({
             "vectors": batch.vectors,
@@ -127,8 +129,19 @@ impl lantern_sdk::Pipeline for Probe {
         let (command, rest) = args.split_first().ok_or("usage: probe COMMAND ...")?;
         let model = || rest.first().cloned().ok_or_else(|| format!("{command} needs a model"));
         let answer = match command.as_str() {
-            "embed" => embed(&model()?, &rest[1..], true),
-            "embed-strict" => embed(&model()?, &rest[1..], false),
+            "embed" => embed(&model()?, &rest[1..], EmbedOptions::document()),
+            "embed-strict" => embed(&model()?, &rest[1..], EmbedOptions { truncate: Some(false), ..EmbedOptions::document() }),
+            "embed-query" => embed(&model()?, &rest[1..], EmbedOptions::query()),
+            "embed-instruct" => {
+                let instruction = rest.get(1).cloned().ok_or("embed-instruct needs an instruction")?;
+                let options = EmbedOptions { task: Some(EmbedTask::Instruction(instruction)), ..Default::default() };
+                embed(&model()?, rest.get(2..).unwrap_or_default(), options)
+            }
+            "embed-dims" => {
+                let dims: u32 = rest.get(1).and_then(|n| n.parse().ok()).ok_or("embed-dims needs a number")?;
+                let options = EmbedOptions { dimensions: Some(dims), ..EmbedOptions::document() };
+                embed(&model()?, rest.get(2..).unwrap_or_default(), options)
+            }
             "prepare" => prepare(&model()?),
             "info" => match models::info(&model()?) {
                 Ok(info) => json!({ "key": info.key, "family": info.family, "cached": info.cached, "loaded": info.loaded }),

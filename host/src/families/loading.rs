@@ -36,3 +36,44 @@ pub fn safetensors<'a>(files: &ModelFiles, names: &[&str], dtype: DType, device:
     // Safety: the cache's blobs are written once, renamed into place and never modified.
     unsafe { VarBuilder::from_mmaped_safetensors(&paths, dtype, device) }.map_err(|e| load_error(&names.join(", "), e))
 }
+
+/// The index of a sharded checkpoint (`model.safetensors.index.json`).
+#[derive(serde::Deserialize)]
+struct ShardIndex {
+    weight_map: std::collections::BTreeMap<String, String>,
+}
+
+/// Memory-maps the model's weights: the shards named by `model.safetensors.index.json`
+/// when the repo is sharded (the catalog then lists that index), else `model.safetensors`.
+pub fn checkpoint<'a>(files: &ModelFiles, dtype: DType, device: &Device) -> LanternResult<VarBuilder<'a>> {
+    const INDEX: &str = "model.safetensors.index.json";
+    if files.path(INDEX).is_err() {
+        return safetensors(files, &["model.safetensors"], dtype, device);
+    }
+    let index: ShardIndex = json_config(files, INDEX)?;
+    let mut shards: Vec<&str> = index.weight_map.values().map(String::as_str).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    safetensors(files, &shards, dtype, device)
+}
+
+/// Lets candle code that asks for `{prefix}.name` read a checkpoint saved without that
+/// prefix (a bare `Qwen2Model` instead of the causal-LM wrapper), deciding by whether
+/// `{prefix}.{probe}` is present.
+pub fn accept_missing_prefix<'a>(weights: VarBuilder<'a>, prefix: &'static str, probe: &str) -> VarBuilder<'a> {
+    if weights.contains_tensor(&format!("{prefix}.{probe}")) || !weights.contains_tensor(probe) {
+        return weights;
+    }
+    let with_dot = format!("{prefix}.");
+    weights.rename_f(move |name| name.strip_prefix(with_dot.as_str()).unwrap_or(name).to_string())
+}
+
+/// Bytes of the weight files among `files`: what a loaded model roughly occupies.
+pub fn weight_bytes(files: &ModelFiles) -> u64 {
+    files
+        .iter()
+        .filter(|(name, _)| name.ends_with(".safetensors"))
+        .filter_map(|(_, path)| std::fs::metadata(path).ok())
+        .map(|m| m.len())
+        .sum()
+}

@@ -5,7 +5,14 @@
 pub mod bert;
 pub mod decoding;
 pub mod gguf;
+pub mod gte_qwen2;
+mod heads;
+pub mod jina_bert;
 mod loading;
+pub mod nvembed;
+pub mod pipeline;
+mod pooling;
+pub mod stella;
 
 use std::sync::Arc;
 
@@ -16,10 +23,19 @@ use crate::catalog::Family;
 use crate::error::{LanternError, LanternResult};
 use crate::hub::ModelFiles;
 
+/// Approximate memory of a loaded model: the bytes of its weight files.
+pub fn weight_bytes(files: &ModelFiles) -> u64 {
+    loading::weight_bytes(files)
+}
+
 /// Loads a text-embedding model of `family`.
 pub fn load_text_embedder(family: Family, files: &ModelFiles, device: &Device) -> LanternResult<Arc<dyn TextEmbedder>> {
     match family {
-        Family::Bert => Ok(Arc::new(bert::BertEmbedder::load(files, device)?)),
+        Family::Bert => Ok(Arc::new(bert::load(files, device)?)),
+        Family::JinaBert => Ok(Arc::new(jina_bert::load(files, device)?)),
+        Family::Stella => Ok(Arc::new(stella::load(files, device)?)),
+        Family::GteQwen2 => Ok(Arc::new(gte_qwen2::load(files, device)?)),
+        Family::NvEmbed => Ok(Arc::new(nvembed::load(files, device)?)),
         other => Err(LanternError::ModelNotSupported(format!("family {} does not embed text", other.name()))),
     }
 }

@@ -35,10 +35,10 @@ async fn embed_checked(
     policy.check_embed_inputs(&inputs)?;
     let result = registry.embed(&model, request(inputs, options)).await?;
     Ok(EmbeddingBatch {
-        vectors: result.vectors,
+        prompt_tokens: result.prompt_tokens() as u32,
+        truncated_inputs: result.truncated_inputs() as u32,
         dimensions: result.dimensions as u32,
-        prompt_tokens: result.prompt_tokens as u32,
-        truncated_inputs: result.truncated_inputs as u32,
+        vectors: result.vectors,
     })
 }
 

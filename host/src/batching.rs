@@ -1,0 +1,267 @@
+//! Dynamic batching for embedding models: one task per loaded model merges the
+//! requests that plugins send at about the same time into one model call, then splits
+//! the vectors back. A batch waits at most `max_wait` for company after its first
+//! request and holds at most `max_inputs` inputs; only requests with the same options
+//! (task, dimensions, normalisation, truncation) share a call. Within the call the
+//! family sorts inputs by length into padded sub-batches, so mixing short and long
+//! requests costs little padding.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::capabilities::{EmbedRequest, Embeddings, TextEmbedder};
+use crate::error::{LanternError, LanternResult};
+use crate::registry::run_blocking;
+
+/// How long and how large a batch may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// How long the first request of a batch waits for others.
+    pub max_wait: Duration,
+    /// Inputs per model call; one request larger than this runs alone.
+    pub max_inputs: usize,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy { max_wait: Duration::from_millis(3), max_inputs: 64 }
+    }
+}
+
+/// What a batcher has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Requests answered or under way.
+    pub requests: u64,
+    /// Model calls made for them.
+    pub model_calls: u64,
+    /// Inputs embedded.
+    pub inputs: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    model_calls: AtomicU64,
+    inputs: AtomicU64,
+}
+
+struct Job {
+    request: EmbedRequest,
+    reply: oneshot::Sender<LanternResult<Embeddings>>,
+}
+
+/// The sending side of one model's batching task; dropping it ends the task.
+pub struct Batcher {
+    jobs: mpsc::UnboundedSender<Job>,
+    counters: Arc<Counters>,
+    /// Requests submitted and not yet answered.
+    active: Arc<AtomicUsize>,
+}
+
+/// Decrements the active count however the waiting request ends (answer or cancel).
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Batcher {
+    /// Starts the batching task for `model` on the current tokio runtime.
+    pub fn spawn(model: Arc<dyn TextEmbedder>, policy: BatchPolicy) -> Self {
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(model, receiver, policy, counters.clone()));
+        Batcher { jobs, counters, active: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Embeds `request`, in one model call with whatever compatible requests arrive with it.
+    pub async fn embed(&self, request: EmbedRequest) -> LanternResult<Embeddings> {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let _active = ActiveGuard(self.active.clone());
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job { request, reply }).map_err(|_| LanternError::Cancelled)?;
+        answer.await.map_err(|_| LanternError::Cancelled)?
+    }
+
+    pub fn counts(&self) -> BatchCounts {
+        BatchCounts {
+            requests: self.counters.requests.load(Ordering::SeqCst),
+            model_calls: self.counters.model_calls.load(Ordering::SeqCst),
+            inputs: self.counters.inputs.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether any request is waiting for or inside a model call.
+    pub fn is_busy(&self) -> bool {
+        self.active.load(Ordering::SeqCst) > 0
+    }
+}
+
+async fn run(model: Arc<dyn TextEmbedder>, mut receiver: mpsc::UnboundedReceiver<Job>, policy: BatchPolicy, counters: Arc<Counters>) {
+    let mut pending: VecDeque<Job> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            // Idle: wait for a first request, then give others `max_wait` to join it.
+            match receiver.recv().await {
+                Some(job) => pending.push_back(job),
+                None => return,
+            }
+            let deadline = tokio::time::Instant::now() + policy.max_wait;
+            while input_count(&pending) < policy.max_inputs {
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(job)) => pending.push_back(job),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        } else {
+            // Requests that queued during the last call have waited already.
+            while let Ok(job) = receiver.try_recv() {
+                pending.push_back(job);
+            }
+        }
+        let group = take_compatible(&mut pending, policy.max_inputs);
+        counters.requests.fetch_add(group.len() as u64, Ordering::SeqCst);
+        run_group(&model, group, &counters).await;
+    }
+}
+
+fn input_count(jobs: &VecDeque<Job>) -> usize {
+    jobs.iter().map(|job| job.request.inputs.len()).sum()
+}
+
+/// The oldest request and the later ones with the same options that fit beside it.
+fn take_compatible(pending: &mut VecDeque<Job>, max_inputs: usize) -> Vec<Job> {
+    let first = pending.pop_front().expect("called with pending requests");
+    let mut size = first.request.inputs.len();
+    let mut group = vec![first];
+    let mut rest = VecDeque::with_capacity(pending.len());
+    for job in pending.drain(..) {
+        let fits = size + job.request.inputs.len() <= max_inputs;
+        if fits && job.request.same_options(&group[0].request) {
+            size += job.request.inputs.len();
+            group.push(job);
+        } else {
+            rest.push_back(job);
+        }
+    }
+    *pending = rest;
+    group
+}
+
+async fn call_model(model: &Arc<dyn TextEmbedder>, request: EmbedRequest, counters: &Counters) -> LanternResult<Embeddings> {
+    counters.model_calls.fetch_add(1, Ordering::SeqCst);
+    counters.inputs.fetch_add(request.inputs.len() as u64, Ordering::SeqCst);
+    let model = model.clone();
+    run_blocking("embedding", move || model.embed(&request)).await
+}
+
+/// One model call for the whole group, split back; if it fails (one request's input
+/// refused, say), each request runs alone so that only its own error reaches it.
+async fn run_group(model: &Arc<dyn TextEmbedder>, group: Vec<Job>, counters: &Counters) {
+    if group.len() == 1 {
+        let job = group.into_iter().next().unwrap();
+        let _ = job.reply.send(call_model(model, job.request, counters).await);
+        return;
+    }
+    let sizes: Vec<usize> = group.iter().map(|job| job.request.inputs.len()).collect();
+    let mut merged = group[0].request.clone();
+    merged.inputs = group.iter().flat_map(|job| job.request.inputs.iter().cloned()).collect();
+    match call_model(model, merged, counters).await {
+        Ok(embeddings) => {
+            for (job, part) in group.into_iter().zip(embeddings.split(&sizes)) {
+                let _ = job.reply.send(Ok(part));
+            }
+        }
+        Err(_) => {
+            for job in group {
+                let _ = job.reply.send(call_model(model, job.request, counters).await);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::capabilities::EmbedTask;
+
+    /// Records each call's task and inputs; each vector is the input's length.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<(EmbedTask, Vec<String>)>>,
+    }
+
+    impl TextEmbedder for Recorder {
+        fn dimensions(&self) -> usize {
+            1
+        }
+        fn max_tokens(&self) -> usize {
+            100
+        }
+        fn embed(&self, request: &EmbedRequest) -> LanternResult<Embeddings> {
+            self.calls.lock().unwrap().push((request.task.clone(), request.inputs.clone()));
+            Ok(Embeddings {
+                vectors: request.inputs.iter().map(|s| vec![s.len() as f32]).collect(),
+                dimensions: 1,
+                input_tokens: request.inputs.iter().map(|s| s.len()).collect(),
+                input_truncated: vec![false; request.inputs.len()],
+            })
+        }
+    }
+
+    fn request(task: EmbedTask, inputs: &[&str]) -> EmbedRequest {
+        EmbedRequest { task, ..EmbedRequest::new(inputs.iter().map(|s| s.to_string()).collect()) }
+    }
+
+    #[tokio::test]
+    async fn merges_compatible_requests_only_and_splits_results_back() {
+        let recorder = Arc::new(Recorder::default());
+        let batcher = Batcher::spawn(recorder.clone(), BatchPolicy { max_wait: Duration::from_millis(50), max_inputs: 64 });
+        let (a, b, c, d) = tokio::join!(
+            batcher.embed(request(EmbedTask::Document, &["a", "bb"])),
+            batcher.embed(request(EmbedTask::Query, &["ccc"])),
+            batcher.embed(request(EmbedTask::Document, &["dddd"])),
+            batcher.embed(request(EmbedTask::Query, &["eeeee", "ffffff"])),
+        );
+        assert_eq!(a.unwrap().vectors, vec![vec![1.0], vec![2.0]]);
+        assert_eq!(b.unwrap().vectors, vec![vec![3.0]]);
+        let c = c.unwrap();
+        assert_eq!((c.vectors, c.input_tokens), (vec![vec![4.0]], vec![4]));
+        assert_eq!(d.unwrap().vectors, vec![vec![5.0], vec![6.0]]);
+        let calls = recorder.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![
+                (EmbedTask::Document, vec!["a".into(), "bb".into(), "dddd".into()]),
+                (EmbedTask::Query, vec!["ccc".into(), "eeeee".into(), "ffffff".into()]),
+            ]
+        );
+        assert_eq!(batcher.counts(), BatchCounts { requests: 4, model_calls: 2, inputs: 6 });
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_at_most_max_inputs() {
+        let recorder = Arc::new(Recorder::default());
+        let batcher = Batcher::spawn(recorder.clone(), BatchPolicy { max_wait: Duration::from_millis(50), max_inputs: 3 });
+        let (a, b, c) = tokio::join!(
+            batcher.embed(request(EmbedTask::Document, &["a", "b"])),
+            batcher.embed(request(EmbedTask::Document, &["c", "d"])),
+            batcher.embed(request(EmbedTask::Document, &["e"])),
+        );
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        let sizes: Vec<usize> = recorder.calls.lock().unwrap().iter().map(|(_, inputs)| inputs.len()).collect();
+        // a and b (4 inputs) cannot share a call; c joins whichever has room.
+        assert_eq!(sizes.iter().sum::<usize>(), 5);
+        assert_eq!(sizes.len(), 2, "{sizes:?}");
+        assert!(sizes.iter().all(|&n| n <= 3), "{sizes:?}");
+    }
+}
