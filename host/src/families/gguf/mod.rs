@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `llama` | `quantized_llama` | SmolLM2, Llama 2/3, Mistral |
 //! | `qwen3` | `quantized_qwen3` | Qwen3, Qwen3-Coder (dense) |
-//! | `qwen3moe` | `quantized_qwen3_moe` | Qwen3 / Qwen3-Coder MoE |
+//! | `qwen3moe` | [`qwen3_moe`] (candle's `quantized_qwen3_moe` runs on CUDA only) | Qwen3 / Qwen3-Coder MoE |
 //! | `phi3` | `quantized_phi3` | Phi-3, Phi-4 (reasoning) |
 //! | `deepseek2` | — | DeepSeek-V3 / Kimi-K2: candle 0.11 has no quantized loader (refused with `model-not-supported`) |
 //!
@@ -14,14 +14,14 @@
 //! `tokenizer.chat_template` or a fallback ([`chat_template`]).
 
 pub mod chat_template;
+pub mod qwen3_moe;
 pub mod tokenizer;
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen3, quantized_qwen3_moe};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen3};
 use tokenizers::Tokenizer;
 
 use super::decoding::{self, CausalLm, DecodeSetup};
@@ -33,16 +33,13 @@ use chat_template::ChatTemplate;
 /// Tokens that end an assistant's turn in the common chat formats.
 const END_OF_TURN_TOKENS: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>"];
 
-/// The loaded weights. Architectures whose candle model is `Clone` hand each generation
-/// its own copy (the weights are shared through `Arc`s inside; only the KV cache is
-/// per copy), so generations run in parallel.
+/// The loaded weights. Each generation gets its own copy (the weights are shared through
+/// `Arc`s inside; only the KV cache is per copy), so generations run in parallel.
 enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
     Phi3(quantized_phi3::ModelWeights),
-    /// candle's MoE model is not `Clone` and cannot reset its KV cache, so each
-    /// generation loads its own copy from the file.
-    Qwen3Moe,
+    Qwen3Moe(qwen3_moe::Qwen3Moe),
 }
 
 struct Session<M>(M);
@@ -56,10 +53,9 @@ macro_rules! causal_lm {
         }
     )*};
 }
-causal_lm!(quantized_llama::ModelWeights, quantized_qwen3::ModelWeights, quantized_phi3::ModelWeights, quantized_qwen3_moe::GGUFQWenMoE);
+causal_lm!(quantized_llama::ModelWeights, quantized_qwen3::ModelWeights, quantized_phi3::ModelWeights, qwen3_moe::Qwen3Moe);
 
 pub struct GgufLlm {
-    path: std::path::PathBuf,
     architecture: String,
     weights: Weights,
     tokenizer: Tokenizer,
@@ -69,8 +65,6 @@ pub struct GgufLlm {
     add_bos: bool,
     context_length: usize,
     device: Device,
-    /// Serialises MoE loads so two generations do not each map the file at once.
-    moe_load: Mutex<()>,
 }
 
 fn failed(context: &str) -> impl Fn(candle_core::Error) -> LanternError + '_ {
@@ -133,12 +127,9 @@ impl GgufLlm {
                 quantized_phi3::ModelWeights::from_gguf(false, content, &mut file, device)
                     .map_err(failed("loading phi3 weights"))?,
             ),
-            "qwen3moe" => {
-                // Load once now so a broken file fails here, not at the first request.
-                quantized_qwen3_moe::GGUFQWenMoE::from_gguf(content, &mut file, device, DType::F32)
-                    .map_err(failed("loading qwen3moe weights"))?;
-                Weights::Qwen3Moe
-            }
+            "qwen3moe" => Weights::Qwen3Moe(
+                qwen3_moe::Qwen3Moe::from_gguf(content, &mut file, device).map_err(failed("loading qwen3moe weights"))?,
+            ),
             "deepseek2" => {
                 return Err(LanternError::ModelNotSupported(
                     "GGUF architecture deepseek2 (DeepSeek-V3, Kimi-K2): candle 0.11 has a safetensors DeepSeek-V2/V3 \
@@ -154,7 +145,6 @@ impl GgufLlm {
             }
         };
         Ok(GgufLlm {
-            path,
             architecture,
             weights,
             tokenizer,
@@ -164,7 +154,6 @@ impl GgufLlm {
             add_bos,
             context_length,
             device: device.clone(),
-            moe_load: Mutex::new(()),
         })
     }
 
@@ -175,13 +164,6 @@ impl GgufLlm {
     /// Where the chat template came from (`gguf`, or a fallback's name).
     pub fn template_origin(&self) -> &'static str {
         self.template.origin
-    }
-
-    fn fresh_moe(&self) -> LanternResult<quantized_qwen3_moe::GGUFQWenMoE> {
-        let _one_at_a_time = self.moe_load.lock().unwrap_or_else(|e| e.into_inner());
-        let (content, mut file) = read_content(&self.path)?;
-        quantized_qwen3_moe::GGUFQWenMoE::from_gguf(content, &mut file, &self.device, DType::F32)
-            .map_err(failed("loading qwen3moe weights"))
     }
 }
 
@@ -239,7 +221,7 @@ impl TextGenerator for GgufLlm {
             Weights::Llama(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Qwen3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Phi3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
-            Weights::Qwen3Moe => decoding::generate(&mut Session(self.fresh_moe()?), &setup, ids, params, sink),
+            Weights::Qwen3Moe(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
         }
     }
 }
