@@ -2,11 +2,13 @@
 //! greedy decoding of 128 tokens, measured four ways in one run:
 //!
 //! - candle through `TextGenerator`, default (quantized matmul) path;
-//! - the same with `CANDLE_DEQUANTIZE_ALL=1` (f32 matmuls; read when the model loads, so
-//!   that mode runs in a child process: this binary re-executes itself);
+//! - the same with `CANDLE_DEQUANTIZE_ALL=1` (f32 matmuls), and with
+//!   `LANTERN_GGUF_REQUANTIZE=q8_0` (Q4_1 re-quantised to Q8_0 at load); both are read when
+//!   the model loads, so each mode runs in a child process: this binary re-executes itself;
 //! - through the wasm `probe` plugin, for the host/guest overhead;
-//! - llama.cpp (llama-cpp-python, 2 threads) on the same file and prompt, when the venv
-//!   `/tmp/lcpvenv` (or `$LLAMACPP_PYTHON`) exists.
+//! - llama.cpp (llama-cpp-python, 2 threads) on the same file and prompt, first and last
+//!   (ratios are against the mean of the two), when the venv `/tmp/lcpvenv` (or
+//!   `$LLAMACPP_PYTHON`) exists.
 //!
 //! Time to first token = prompt processing + the first sampled token. Decode rate = the
 //! tokens after the first over the time after the first. Medians of 3 runs after a
@@ -139,15 +141,12 @@ async fn measure_wasm() -> Value {
             "decode_tok_s": (generated - 1.0) / ((full - first) / 1000.0), "generated_tokens": generated })
 }
 
-/// Runs this binary again in `mode`, with `dequantize_all` set or cleared.
-fn child(mode: &str, dequantize_all: bool) -> Value {
+/// Runs this binary again in `mode` with exactly the `load_options` environment
+/// variables among those read when a model loads.
+fn child(mode: &str, load_options: &[(&str, &str)]) -> Value {
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command.env(MODE_VAR, mode);
-    if dequantize_all {
-        command.env("CANDLE_DEQUANTIZE_ALL", "1");
-    } else {
-        command.env_remove("CANDLE_DEQUANTIZE_ALL");
-    }
+    command.env(MODE_VAR, mode).env_remove("CANDLE_DEQUANTIZE_ALL").env_remove("LANTERN_GGUF_REQUANTIZE");
+    command.envs(load_options.iter().copied());
     let output = command.output().expect("re-running the bench binary");
     assert!(output.status.success(), "{mode} run failed: {}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -183,9 +182,13 @@ fn cpu_name() -> String {
 }
 
 fn print_table(rows: &[(&str, Value)]) {
-    let reference = rows.iter().find(|(label, _)| label.starts_with("llama.cpp")).map(|(_, v)| v.clone());
+    // llama.cpp runs first and last: on a shared machine the load drifts during the run,
+    // and the ratios are taken against the mean of the two.
+    let llama: Vec<&Value> = rows.iter().filter(|(l, v)| l.starts_with("llama.cpp") && v.get("skipped").is_none()).map(|(_, v)| v).collect();
+    let mean = |key: &str| llama.iter().map(|v| v[key].as_f64().unwrap()).sum::<f64>() / llama.len() as f64;
+    let reference = (!llama.is_empty()).then(|| json!({ "ttft_ms": mean("ttft_ms"), "decode_tok_s": mean("decode_tok_s") }));
     println!("\nSmolLM2-135M-Instruct {GGUF}, greedy, {MAX_TOKENS} new tokens, median of {RUNS} — {}", cpu_name());
-    println!("| setup | prompt tokens | time to first token (ms) | decode (tokens/s) | TTFT vs llama.cpp | decode vs llama.cpp |");
+    println!("| setup | prompt tokens | time to first token (ms) | decode (tokens/s) | TTFT vs llama.cpp (mean) | decode vs llama.cpp (mean) |");
     println!("|---|---|---|---|---|---|");
     for (label, v) in rows {
         if let Some(reason) = v.get("skipped") {
@@ -212,10 +215,12 @@ fn main() {
     }
     assert!(model_dir().join(GGUF).is_file(), "{} is missing: run scripts/fetch-models.sh", model_dir().join(GGUF).display());
     let rows = [
-        ("candle, quantized matmul (default)", child("native", false)),
-        ("candle, CANDLE_DEQUANTIZE_ALL=1", child("native", true)),
-        ("candle via wasm plugin (default)", child("wasm", false)),
-        ("llama.cpp (llama-cpp-python 0.3.16, 2 threads)", llama_cpp()),
+        ("llama.cpp, before (llama-cpp-python 0.3.16, 2 threads)", llama_cpp()),
+        ("candle, quantized matmul (default)", child("native", &[])),
+        ("candle, CANDLE_DEQUANTIZE_ALL=1", child("native", &[("CANDLE_DEQUANTIZE_ALL", "1")])),
+        ("candle, LANTERN_GGUF_REQUANTIZE=q8_0", child("native", &[("LANTERN_GGUF_REQUANTIZE", "q8_0")])),
+        ("candle via wasm plugin (default)", child("wasm", &[])),
+        ("llama.cpp, after", llama_cpp()),
     ];
     for (label, v) in &rows {
         println!("{label}: {v}");

@@ -12,11 +12,15 @@
 //!
 //! The tokenizer comes from the GGUF metadata ([`tokenizer`]); the chat template from
 //! `tokenizer.chat_template` or a fallback ([`chat_template`]).
+//! `LANTERN_GGUF_REQUANTIZE=q8_0` converts the 4/5-bit legacy formats to Q8_0 at load
+//! for speed ([`requantize`]; off by default).
 
 pub mod chat_template;
 pub mod qwen3_moe;
+pub mod requantize;
 pub mod tokenizer;
 
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Content;
@@ -85,6 +89,40 @@ fn metadata_u32(content: &Content, key: &str) -> Option<u32> {
     content.metadata.get(key).and_then(|v| v.to_u32().ok())
 }
 
+/// Refuses, before any weight is read, the architectures this host cannot run.
+fn supported(architecture: &str) -> LanternResult<()> {
+    match architecture {
+        "llama" | "qwen3" | "phi3" | "qwen3moe" => Ok(()),
+        "deepseek2" => Err(LanternError::ModelNotSupported(
+            "GGUF architecture deepseek2 (DeepSeek-V3, Kimi-K2): candle 0.11 has a safetensors DeepSeek-V2/V3 \
+             model (models::deepseek2) but no quantized GGUF loader for it (MLA attention and the MoE router \
+             would need a quantized_deepseek2 module)"
+                .into(),
+        )),
+        other => Err(LanternError::ModelNotSupported(format!(
+            "GGUF architecture {other:?} is not one this host runs (llama, qwen3, qwen3moe, phi3)"
+        ))),
+    }
+}
+
+fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &mut R, device: &Device) -> LanternResult<Weights> {
+    Ok(match architecture {
+        "llama" => Weights::Llama(
+            quantized_llama::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading llama weights"))?,
+        ),
+        "qwen3" => Weights::Qwen3(
+            quantized_qwen3::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading qwen3 weights"))?,
+        ),
+        "phi3" => Weights::Phi3(
+            quantized_phi3::ModelWeights::from_gguf(false, content, reader, device).map_err(failed("loading phi3 weights"))?,
+        ),
+        "qwen3moe" => Weights::Qwen3Moe(
+            qwen3_moe::Qwen3Moe::from_gguf(content, reader, device).map_err(failed("loading qwen3moe weights"))?,
+        ),
+        other => return supported(other).and(Err(LanternError::InferenceFailed(format!("no loader for {other}")))),
+    })
+}
+
 impl GgufLlm {
     /// Loads the model from the one `.gguf` file among `files`.
     pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<Self> {
@@ -116,33 +154,14 @@ impl GgufLlm {
             token_text(eos_id),
         )?;
         let context_length = metadata_u32(&content, &format!("{architecture}.context_length")).unwrap_or(4096) as usize;
-        let weights = match architecture.as_str() {
-            "llama" => Weights::Llama(
-                quantized_llama::ModelWeights::from_gguf(content, &mut file, device).map_err(failed("loading llama weights"))?,
-            ),
-            "qwen3" => Weights::Qwen3(
-                quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device).map_err(failed("loading qwen3 weights"))?,
-            ),
-            "phi3" => Weights::Phi3(
-                quantized_phi3::ModelWeights::from_gguf(false, content, &mut file, device)
-                    .map_err(failed("loading phi3 weights"))?,
-            ),
-            "qwen3moe" => Weights::Qwen3Moe(
-                qwen3_moe::Qwen3Moe::from_gguf(content, &mut file, device).map_err(failed("loading qwen3moe weights"))?,
-            ),
-            "deepseek2" => {
-                return Err(LanternError::ModelNotSupported(
-                    "GGUF architecture deepseek2 (DeepSeek-V3, Kimi-K2): candle 0.11 has a safetensors DeepSeek-V2/V3 \
-                     model (models::deepseek2) but no quantized GGUF loader for it (MLA attention and the MoE router \
-                     would need a quantized_deepseek2 module)"
-                        .into(),
-                ))
+        supported(&architecture)?;
+        let weights = match requantize::target_from_env()? {
+            Some(target) => {
+                let (content, mut memory) =
+                    requantize::requantize(content, &mut file, target).map_err(failed("re-quantising the weights"))?;
+                load_weights(&architecture, content, &mut memory, device)?
             }
-            other => {
-                return Err(LanternError::ModelNotSupported(format!(
-                    "GGUF architecture {other:?} is not one this host runs (llama, qwen3, qwen3moe, phi3)"
-                )))
-            }
+            None => load_weights(&architecture, content, &mut file, device)?,
         };
         Ok(GgufLlm {
             architecture,
