@@ -175,3 +175,111 @@ pub fn generate(
     sink.emit(GenerationEvent::Finished { reason, usage });
     Ok(Generated { reason, usage, tokens: context.split_off(prompt_ids.len()) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// GPT-2's printable stand-in for each byte (`bytes_to_unicode`).
+    fn byte_char(byte: u8) -> char {
+        let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+        if printable(byte) {
+            return byte as char;
+        }
+        char::from_u32(256 + (0..byte).filter(|b| !printable(*b)).count() as u32).unwrap()
+    }
+
+    /// A byte-level BPE tokenizer whose first 256 ids are the bytes, plus `extra` tokens
+    /// (in GPT-2's byte alphabet) from id 256 on.
+    fn byte_tokenizer(extra: &[&str]) -> Tokenizer {
+        let mut vocab: serde_json::Map<String, serde_json::Value> =
+            (0..=255u8).map(|b| (byte_char(b).to_string(), json!(b as u32))).collect();
+        for (i, token) in extra.iter().enumerate() {
+            vocab.insert(token.to_string(), json!(256 + i));
+        }
+        let document = json!({ "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": { "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true },
+            "post_processor": null,
+            "decoder": { "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true },
+            "model": { "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                "vocab": vocab, "merges": [] } });
+        Tokenizer::from_bytes(serde_json::to_vec(&document).unwrap()).unwrap()
+    }
+
+    /// Pushes each token; returns what each push gave.
+    fn push_all(assembler: &mut TextAssembler, tokens: &[u32]) -> Vec<Assembled> {
+        tokens.iter().map(|&t| assembler.push(t).unwrap()).collect()
+    }
+
+    fn bytes(text: &str) -> Vec<u32> {
+        text.bytes().map(u32::from).collect()
+    }
+
+    fn text(piece: &str) -> Assembled {
+        Assembled::Text(piece.to_string())
+    }
+
+    #[test]
+    fn a_character_split_across_byte_tokens_is_released_whole() {
+        let tokenizer = byte_tokenizer(&[]);
+        let mut assembler = TextAssembler::new(&tokenizer, &[]);
+        // "a€é b": € is 3 bytes, é is 2.
+        let got = push_all(&mut assembler, &bytes("a€é b"));
+        let expected = [text("a"), text(""), text(""), text("€"), text(""), text("é"), text(" "), text("b")];
+        assert_eq!(got, expected);
+        assert_eq!(assembler.finish(), "");
+    }
+
+    #[test]
+    fn a_stop_sequence_split_across_tokens_is_never_partly_released() {
+        let tokenizer = byte_tokenizer(&[]);
+        let stops = vec!["STOP".to_string()];
+        let mut assembler = TextAssembler::new(&tokenizer, &stops);
+        let got = push_all(&mut assembler, &bytes("hi STOP"));
+        let expected = [text("h"), text("i"), text(" "), text(""), text(""), text(""), Assembled::Stop(String::new())];
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_held_prefix_that_does_not_become_the_stop_is_released() {
+        let tokenizer = byte_tokenizer(&[]);
+        let stops = vec!["STOP".to_string()];
+        let mut assembler = TextAssembler::new(&tokenizer, &stops);
+        let got = push_all(&mut assembler, &bytes("STX"));
+        assert_eq!(got, [text(""), text(""), text("STX")]);
+        // A generation that ends while a prefix is held releases it at the end.
+        push_all(&mut assembler, &bytes("ST"));
+        assert_eq!(assembler.finish(), "ST");
+    }
+
+    #[test]
+    fn text_before_a_stop_inside_one_token_is_released() {
+        // One token "and.then" (GPT-2 alphabet: no spaces involved) holding the stop ".".
+        let tokenizer = byte_tokenizer(&["and.then"]);
+        let stops = vec![".".to_string()];
+        let mut assembler = TextAssembler::new(&tokenizer, &stops);
+        let mut tokens = bytes("Yes ");
+        tokens.push(256);
+        let got = push_all(&mut assembler, &tokens);
+        assert_eq!(got.last().unwrap(), &Assembled::Stop("and".to_string()));
+        let released: String = got[..got.len() - 1]
+            .iter()
+            .map(|a| match a {
+                Assembled::Text(t) => t.as_str(),
+                Assembled::Stop(_) => panic!("stopped early: {got:?}"),
+            })
+            .collect();
+        assert_eq!(released, "Yes ");
+    }
+
+    #[test]
+    fn a_multibyte_stop_split_mid_character_is_found() {
+        let tokenizer = byte_tokenizer(&[]);
+        let stops = vec!["€".to_string()];
+        let mut assembler = TextAssembler::new(&tokenizer, &stops);
+        let got = push_all(&mut assembler, &bytes("5€"));
+        assert_eq!(got, [text("5"), text(""), text(""), Assembled::Stop(String::new())]);
+    }
+}

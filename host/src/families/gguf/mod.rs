@@ -6,22 +6,26 @@
 //! |---|---|---|
 //! | `llama` | `quantized_llama` | SmolLM2, Llama 2/3, Mistral |
 //! | `qwen3` | `quantized_qwen3` | Qwen3, Qwen3-Coder (dense) |
-//! | `qwen3moe` | `quantized_qwen3_moe` | Qwen3 / Qwen3-Coder MoE |
+//! | `qwen3moe` | [`qwen3_moe`] (candle's `quantized_qwen3_moe` runs on CUDA only) | Qwen3 / Qwen3-Coder MoE |
 //! | `phi3` | `quantized_phi3` | Phi-3, Phi-4 (reasoning) |
 //! | `deepseek2` | — | DeepSeek-V3 / Kimi-K2: candle 0.11 has no quantized loader (refused with `model-not-supported`) |
 //!
 //! The tokenizer comes from the GGUF metadata ([`tokenizer`]); the chat template from
 //! `tokenizer.chat_template` or a fallback ([`chat_template`]).
+//! `LANTERN_GGUF_REQUANTIZE=q8_0` converts the 4/5-bit legacy formats to Q8_0 at load
+//! for speed ([`requantize`]; off by default).
 
 pub mod chat_template;
+pub mod qwen3_moe;
+pub mod requantize;
 pub mod tokenizer;
 
+use std::io::{Read, Seek};
 use std::path::Path;
-use std::sync::Mutex;
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen3, quantized_qwen3_moe};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen3};
 use tokenizers::Tokenizer;
 
 use super::decoding::{self, CausalLm, DecodeSetup};
@@ -33,16 +37,13 @@ use chat_template::ChatTemplate;
 /// Tokens that end an assistant's turn in the common chat formats.
 const END_OF_TURN_TOKENS: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>"];
 
-/// The loaded weights. Architectures whose candle model is `Clone` hand each generation
-/// its own copy (the weights are shared through `Arc`s inside; only the KV cache is
-/// per copy), so generations run in parallel.
+/// The loaded weights. Each generation gets its own copy (the weights are shared through
+/// `Arc`s inside; only the KV cache is per copy), so generations run in parallel.
 enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
     Phi3(quantized_phi3::ModelWeights),
-    /// candle's MoE model is not `Clone` and cannot reset its KV cache, so each
-    /// generation loads its own copy from the file.
-    Qwen3Moe,
+    Qwen3Moe(qwen3_moe::Qwen3Moe),
 }
 
 struct Session<M>(M);
@@ -56,10 +57,9 @@ macro_rules! causal_lm {
         }
     )*};
 }
-causal_lm!(quantized_llama::ModelWeights, quantized_qwen3::ModelWeights, quantized_phi3::ModelWeights, quantized_qwen3_moe::GGUFQWenMoE);
+causal_lm!(quantized_llama::ModelWeights, quantized_qwen3::ModelWeights, quantized_phi3::ModelWeights, qwen3_moe::Qwen3Moe);
 
 pub struct GgufLlm {
-    path: std::path::PathBuf,
     architecture: String,
     weights: Weights,
     tokenizer: Tokenizer,
@@ -69,8 +69,6 @@ pub struct GgufLlm {
     add_bos: bool,
     context_length: usize,
     device: Device,
-    /// Serialises MoE loads so two generations do not each map the file at once.
-    moe_load: Mutex<()>,
 }
 
 fn failed(context: &str) -> impl Fn(candle_core::Error) -> LanternError + '_ {
@@ -89,6 +87,40 @@ fn metadata_string(content: &Content, key: &str) -> Option<String> {
 
 fn metadata_u32(content: &Content, key: &str) -> Option<u32> {
     content.metadata.get(key).and_then(|v| v.to_u32().ok())
+}
+
+/// Refuses, before any weight is read, the architectures this host cannot run.
+fn supported(architecture: &str) -> LanternResult<()> {
+    match architecture {
+        "llama" | "qwen3" | "phi3" | "qwen3moe" => Ok(()),
+        "deepseek2" => Err(LanternError::ModelNotSupported(
+            "GGUF architecture deepseek2 (DeepSeek-V3, Kimi-K2): candle 0.11 has a safetensors DeepSeek-V2/V3 \
+             model (models::deepseek2) but no quantized GGUF loader for it (MLA attention and the MoE router \
+             would need a quantized_deepseek2 module)"
+                .into(),
+        )),
+        other => Err(LanternError::ModelNotSupported(format!(
+            "GGUF architecture {other:?} is not one this host runs (llama, qwen3, qwen3moe, phi3)"
+        ))),
+    }
+}
+
+fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &mut R, device: &Device) -> LanternResult<Weights> {
+    Ok(match architecture {
+        "llama" => Weights::Llama(
+            quantized_llama::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading llama weights"))?,
+        ),
+        "qwen3" => Weights::Qwen3(
+            quantized_qwen3::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading qwen3 weights"))?,
+        ),
+        "phi3" => Weights::Phi3(
+            quantized_phi3::ModelWeights::from_gguf(false, content, reader, device).map_err(failed("loading phi3 weights"))?,
+        ),
+        "qwen3moe" => Weights::Qwen3Moe(
+            qwen3_moe::Qwen3Moe::from_gguf(content, reader, device).map_err(failed("loading qwen3moe weights"))?,
+        ),
+        other => return supported(other).and(Err(LanternError::InferenceFailed(format!("no loader for {other}")))),
+    })
 }
 
 impl GgufLlm {
@@ -122,39 +154,16 @@ impl GgufLlm {
             token_text(eos_id),
         )?;
         let context_length = metadata_u32(&content, &format!("{architecture}.context_length")).unwrap_or(4096) as usize;
-        let weights = match architecture.as_str() {
-            "llama" => Weights::Llama(
-                quantized_llama::ModelWeights::from_gguf(content, &mut file, device).map_err(failed("loading llama weights"))?,
-            ),
-            "qwen3" => Weights::Qwen3(
-                quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device).map_err(failed("loading qwen3 weights"))?,
-            ),
-            "phi3" => Weights::Phi3(
-                quantized_phi3::ModelWeights::from_gguf(false, content, &mut file, device)
-                    .map_err(failed("loading phi3 weights"))?,
-            ),
-            "qwen3moe" => {
-                // Load once now so a broken file fails here, not at the first request.
-                quantized_qwen3_moe::GGUFQWenMoE::from_gguf(content, &mut file, device, DType::F32)
-                    .map_err(failed("loading qwen3moe weights"))?;
-                Weights::Qwen3Moe
+        supported(&architecture)?;
+        let weights = match requantize::target_from_env()? {
+            Some(target) => {
+                let (content, mut memory) =
+                    requantize::requantize(content, &mut file, target).map_err(failed("re-quantising the weights"))?;
+                load_weights(&architecture, content, &mut memory, device)?
             }
-            "deepseek2" => {
-                return Err(LanternError::ModelNotSupported(
-                    "GGUF architecture deepseek2 (DeepSeek-V3, Kimi-K2): candle 0.11 has a safetensors DeepSeek-V2/V3 \
-                     model (models::deepseek2) but no quantized GGUF loader for it (MLA attention and the MoE router \
-                     would need a quantized_deepseek2 module)"
-                        .into(),
-                ))
-            }
-            other => {
-                return Err(LanternError::ModelNotSupported(format!(
-                    "GGUF architecture {other:?} is not one this host runs (llama, qwen3, qwen3moe, phi3)"
-                )))
-            }
+            None => load_weights(&architecture, content, &mut file, device)?,
         };
         Ok(GgufLlm {
-            path,
             architecture,
             weights,
             tokenizer,
@@ -164,7 +173,6 @@ impl GgufLlm {
             add_bos,
             context_length,
             device: device.clone(),
-            moe_load: Mutex::new(()),
         })
     }
 
@@ -175,13 +183,6 @@ impl GgufLlm {
     /// Where the chat template came from (`gguf`, or a fallback's name).
     pub fn template_origin(&self) -> &'static str {
         self.template.origin
-    }
-
-    fn fresh_moe(&self) -> LanternResult<quantized_qwen3_moe::GGUFQWenMoE> {
-        let _one_at_a_time = self.moe_load.lock().unwrap_or_else(|e| e.into_inner());
-        let (content, mut file) = read_content(&self.path)?;
-        quantized_qwen3_moe::GGUFQWenMoE::from_gguf(content, &mut file, &self.device, DType::F32)
-            .map_err(failed("loading qwen3moe weights"))
     }
 }
 
@@ -239,7 +240,7 @@ impl TextGenerator for GgufLlm {
             Weights::Llama(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Qwen3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Phi3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
-            Weights::Qwen3Moe => decoding::generate(&mut Session(self.fresh_moe()?), &setup, ids, params, sink),
+            Weights::Qwen3Moe(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
         }
     }
 }

@@ -1,0 +1,342 @@
+//! The GGUF architectures besides llama — Qwen3, Qwen3-Coder MoE, Phi-3/Phi-4 (`phi3`) and
+//! Kimi-K2 / DeepSeek-V3 (`deepseek2`) — end to end through the wasm `probe` plugin.
+//!
+//! These are TINY RANDOM CHECKPOINTS, NOT REAL WEIGHTS (hidden 64, 2 layers, ~300-token
+//! vocabularies), written by the test itself with candle's GGUF writer
+//! (tests/support/tiny_gguf.rs) using the real llama.cpp tensor names and metadata keys,
+//! and served from a local HF-protocol hub under realistic repo ids. Their answers are
+//! noise; what is checked is the machinery: the architecture is read from
+//! `general.architecture` (every file name here names a *different* model), the
+//! tokenizer and chat template come from the metadata, greedy output is deterministic,
+//! limits hold and unsupported architectures are refused with a precise message.
+
+mod support;
+#[path = "support/tiny_gguf.rs"]
+mod tiny_gguf;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hubmirror::Mirror;
+use lantern::capabilities::{ChatMessage, ChatRole, FinishReason, PromptInput, SamplingParams, TextGenerator};
+use lantern::hub::RepoRef;
+use lantern::{Capability, Catalog, CatalogEntry, Family, Host, Policy, Stdio};
+use serde_json::Value;
+use support::{guest, json};
+use tiny_gguf::{Arch, Spec, VocabStyle};
+
+const QWEN3: &str = "Qwen/Qwen3-0.6B-GGUF";
+const QWEN3_CODER_MOE: &str = "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF";
+const PHI4_REASONING: &str = "microsoft/phi-4-reasoning-gguf";
+const PHI3_MINI: &str = "microsoft/Phi-3-mini-4k-instruct-gguf";
+const KIMI_K2: &str = "unsloth/Kimi-K2-Instruct-GGUF";
+const CONTEXT: u32 = 256;
+
+/// A reduced Qwen3 template: same structure and Jinja features as the real one.
+const QWEN3_TEMPLATE: &str = "{%- if messages[0].role == 'system' %}{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}{%- endif %}\
+{%- for message in messages %}{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}\
+{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\
+{%- elif message.role == 'assistant' %}{{- '<|im_start|>assistant\\n' + message.content.strip() + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}\
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}\
+{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}";
+
+/// Phi-4-reasoning's turn format (without its long default system prompt).
+const PHI4_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '<|im_sep|>' + message['content'] + '<|im_end|>' }}\
+{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant<|im_sep|>' }}{% endif %}";
+
+struct Checkpoint {
+    key: &'static str,
+    /// Deliberately names another model: the loader must not look at it.
+    file: &'static str,
+    spec: Spec,
+}
+
+fn checkpoints() -> Vec<Checkpoint> {
+    let qwen_specials: &[&str] = &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"];
+    let spec = |arch, vocab, specials, bos, eos, add_bos, chat_template, seed| Spec {
+        arch,
+        vocab,
+        specials,
+        bos,
+        eos,
+        add_bos,
+        chat_template,
+        context_length: CONTEXT,
+        seed,
+        experts: 4,
+        experts_used: 2,
+    };
+    vec![
+        Checkpoint {
+            key: QWEN3,
+            file: "Llama-3.2-1B-Instruct-Q8_0.gguf",
+            spec: spec(Arch::Qwen3, VocabStyle::Gpt2 { pre: "qwen2" }, qwen_specials, None, "<|im_end|>", false, Some(QWEN3_TEMPLATE), 1),
+        },
+        Checkpoint {
+            key: QWEN3_CODER_MOE,
+            file: "Phi-3-mini-Q8_0.gguf",
+            spec: spec(Arch::Qwen3Moe, VocabStyle::Gpt2 { pre: "qwen2" }, qwen_specials, None, "<|im_end|>", false, Some(QWEN3_TEMPLATE), 2),
+        },
+        Checkpoint {
+            key: PHI4_REASONING,
+            file: "Qwen3-0.6B-Q8_0.gguf",
+            spec: spec(
+                Arch::Phi3,
+                VocabStyle::Gpt2 { pre: "dbrx" },
+                &["<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>", "<think>", "</think>"],
+                None,
+                "<|im_end|>",
+                false,
+                Some(PHI4_TEMPLATE),
+                3,
+            ),
+        },
+        Checkpoint {
+            key: PHI3_MINI,
+            file: "model-qwen3moe.gguf",
+            // No template in the file: the host falls back to Phi-3's format by its tokens.
+            spec: spec(
+                Arch::Phi3,
+                VocabStyle::SentencePiece,
+                &["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"],
+                Some("<s>"),
+                "<|endoftext|>",
+                true,
+                None,
+                4,
+            ),
+        },
+        Checkpoint {
+            key: KIMI_K2,
+            file: "Llama-3-8B-Q8_0.gguf",
+            spec: spec(
+                Arch::DeepSeek2,
+                VocabStyle::Gpt2 { pre: "kimi-k2" },
+                &["[BOS]", "[EOS]", "<|im_end|>", "<|im_user|>", "<|im_assistant|>", "<|im_system|>", "<|im_middle|>"],
+                Some("[BOS]"),
+                "[EOS]",
+                false,
+                None,
+                5,
+            ),
+        },
+    ]
+}
+
+/// Every checkpoint written to its own repo folder, a hub serving them, and a host whose
+/// catalog lists them.
+struct World {
+    _files: tempfile::TempDir,
+    _cache: tempfile::TempDir,
+    _mirror: Mirror,
+    host: Host,
+}
+
+async fn world() -> World {
+    let files = tempfile::tempdir().unwrap();
+    let mut mirror = Mirror::builder();
+    let mut catalog = Catalog::builtin();
+    for checkpoint in checkpoints() {
+        let dir = files.path().join(checkpoint.key.replace('/', "--"));
+        std::fs::create_dir_all(&dir).unwrap();
+        tiny_gguf::write(&checkpoint.spec, &dir.join(checkpoint.file));
+        mirror = mirror.repo(checkpoint.key, dir);
+        catalog.insert(CatalogEntry {
+            key: checkpoint.key.into(),
+            repo: RepoRef::main(checkpoint.key),
+            family: Family::GgufLlm,
+            capabilities: vec![Capability::TextGeneration],
+            files: vec![checkpoint.file.into()],
+            description: "tiny random test checkpoint".into(),
+        });
+    }
+    let mirror = mirror.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("starting the test hub");
+    let cache = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .hub_config(support::hub_config(&mirror.endpoint(), cache.path()))
+        .catalog(catalog)
+        .build()
+        .expect("building the host");
+    World { _files: files, _cache: cache, _mirror: mirror, host }
+}
+
+fn policy() -> Policy {
+    [QWEN3, QWEN3_CODER_MOE, PHI4_REASONING, PHI3_MINI, KIMI_K2].into_iter().fold(Policy::default(), Policy::allow_model)
+}
+
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|s| s.to_string()).collect()
+}
+
+async fn probe(world: &World, words: &[&str]) -> Value {
+    let plugin = world.host.load_plugin(&guest("probe")).unwrap();
+    json(&world.host.run(&plugin, policy(), args(words), Stdio::Capture).await.unwrap().result)
+}
+
+async fn model(world: &World, key: &str) -> Arc<dyn TextGenerator> {
+    world.host.registry().text_generator(key, None).await.unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+const GENERATING: [&str; 4] = [QWEN3, QWEN3_CODER_MOE, PHI4_REASONING, PHI3_MINI];
+
+#[tokio::test]
+async fn every_architecture_streams_the_same_greedy_answer_twice() {
+    let world = world().await;
+    for key in GENERATING {
+        let first = probe(&world, &["generate", key, "Hello the sea", "--max", "12"]).await;
+        let second = probe(&world, &["generate", key, "Hello the sea", "--max", "12"]).await;
+        assert_eq!(first, second, "{key}: greedy decoding differs between two runs");
+        let text = first["text"].as_str().unwrap_or_else(|| panic!("{key}: {first}"));
+        assert!(!text.is_empty(), "{key}: {first}");
+        let chunks: Vec<&str> = first["chunks"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert_eq!(chunks.concat(), text, "{key}");
+        assert!(chunks.len() > 1, "{key}: not streamed: {first}");
+        assert_eq!(first["finished"]["reason"], "max-tokens", "{key}: {first}");
+        assert_eq!(first["finished"]["generated_tokens"], 12, "{key}: {first}");
+
+        let shorter = probe(&world, &["generate", key, "Hello the sea", "--max", "5"]).await;
+        assert_eq!(shorter["finished"]["generated_tokens"], 5, "{key}: {shorter}");
+        assert!(text.starts_with(shorter["text"].as_str().unwrap()), "{key}: {shorter} is not a prefix of {first}");
+    }
+}
+
+#[tokio::test]
+async fn greedy_tokens_are_identical_across_generations_in_process() {
+    let world = world().await;
+    for key in GENERATING {
+        let model = model(&world, key).await;
+        let prompt = model.prepare(&PromptInput::Text("Hello the sea".into())).unwrap();
+        let mut ignore = |_| true;
+        let a = model.generate(&prompt, &SamplingParams::greedy(10), &mut ignore).unwrap();
+        let b = model.generate(&prompt, &SamplingParams::greedy(10), &mut ignore).unwrap();
+        assert_eq!(a.tokens, b.tokens, "{key}");
+        assert_eq!(a.tokens.len(), 10, "{key}");
+        assert_eq!(a.reason, FinishReason::MaxTokens, "{key}");
+    }
+}
+
+fn chat() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage { role: ChatRole::System, content: "Be brief.".into() },
+        ChatMessage { role: ChatRole::User, content: "Hi".into() },
+    ]
+}
+
+#[tokio::test]
+async fn chat_prompts_use_the_files_template_or_the_vocabularys_format() {
+    let world = world().await;
+    let cases = [
+        (QWEN3, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", false),
+        (QWEN3_CODER_MOE, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", false),
+        (PHI4_REASONING, "<|im_start|>system<|im_sep|>Be brief.<|im_end|><|im_start|>user<|im_sep|>Hi<|im_end|><|im_start|>assistant<|im_sep|>", false),
+        // No template in the file: Phi-3's format, found by its <|user|>/<|end|> tokens; BOS first.
+        (PHI3_MINI, "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n", true),
+    ];
+    for (key, rendered, bos_first) in cases {
+        let model = model(&world, key).await;
+        let prepared = model.prepare(&PromptInput::Chat(chat())).unwrap();
+        let mut expected = model.tokenize(rendered).unwrap();
+        // Each control token is one id, as the model was trained.
+        assert!(expected.len() < rendered.len() / 2, "{key}: control tokens were split: {expected:?}");
+        if bos_first {
+            expected.insert(0, 1); // <s>
+        }
+        assert_eq!(prepared.ids, expected, "{key}");
+
+        let answer = probe(&world, &["generate", key, "Hi", "--chat", "--system", "Be brief.", "--max", "6"]).await;
+        assert_eq!(answer["finished"]["prompt_tokens"], expected.len(), "{key}: {answer}");
+        assert_eq!(answer["finished"]["generated_tokens"], 6, "{key}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_sentencepiece_vocabulary_uses_its_pieces_and_falls_back_to_bytes() {
+    let world = world().await;
+    let model = model(&world, PHI3_MINI).await;
+    let vocab = tiny_gguf::write(&checkpoints()[3].spec, &tempfile::tempdir().unwrap().path().join("v.gguf"));
+    let pieces = |text: &str| -> Vec<String> {
+        model.tokenize(text).unwrap().iter().map(|&id| vocab[id as usize].clone()).collect()
+    };
+    assert_eq!(pieces("Hello the sea"), ["▁Hello", "▁the", "▁sea"]);
+    // "é" is in no piece: its two UTF-8 bytes.
+    assert_eq!(pieces("é"), ["▁", "<0xC3>", "<0xA9>"]);
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_context_is_invalid_input() {
+    let world = world().await;
+    let long = "the sea is blue ".repeat(40); // well over 256 tokens in any of these vocabularies
+    for key in GENERATING {
+        let answer = probe(&world, &["generate", key, &long]).await;
+        assert_eq!(answer["error"], "invalid-input", "{key}: {answer}");
+        assert!(answer["message"].as_str().unwrap().contains(&CONTEXT.to_string()), "{key}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn kimi_k2_deepseek2_is_refused_naming_what_candle_lacks() {
+    let world = world().await;
+    let answer = probe(&world, &["generate", KIMI_K2, "Hello"]).await;
+    assert_eq!(answer["error"], "model-not-supported", "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    for needed in ["deepseek2", "Kimi-K2", "quantized", "MLA"] {
+        assert!(message.contains(needed), "the refusal does not mention {needed}: {message}");
+    }
+}
+
+/// The CPU mixture-of-experts (host/src/families/gguf/qwen3_moe.rs) checked against
+/// candle's own dense Qwen3: with one expert that every token uses at weight 1, a
+/// qwen3moe model *is* a dense qwen3 model whose feed-forward is that expert. The same
+/// file is loaded both ways (the dense view renames the tensors, sharing their bytes).
+#[test]
+fn qwen3moe_with_one_expert_computes_what_candles_dense_qwen3_computes() {
+    use candle_core::quantized::gguf_file::{Content, Value};
+    use candle_core::{Device, Tensor};
+    use candle_transformers::models::quantized_qwen3;
+    use lantern::families::gguf::qwen3_moe::Qwen3Moe;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one-expert.gguf");
+    let mut spec = checkpoints().swap_remove(1).spec;
+    assert_eq!(spec.arch, Arch::Qwen3Moe);
+    (spec.experts, spec.experts_used) = (1, 1);
+    tiny_gguf::write(&spec, &path);
+
+    let mut file = std::fs::File::open(&path).unwrap();
+    let mut ours = Qwen3Moe::from_gguf(Content::read(&mut file).unwrap(), &mut file, &Device::Cpu).unwrap();
+
+    let mut file = std::fs::File::open(&path).unwrap();
+    let mut dense = Content::read(&mut file).unwrap();
+    for (key, value) in dense.metadata.clone() {
+        if let Some(rest) = key.strip_prefix("qwen3moe.") {
+            dense.metadata.insert(format!("qwen3.{rest}"), value);
+        }
+    }
+    // candle's dense Qwen3 builds its rotary tables in f16 unless told otherwise.
+    dense.metadata.insert("general.dtype".into(), Value::U32(0));
+    for layer in 0..tiny_gguf::LAYERS {
+        for (stacked, single) in [("ffn_gate_exps", "ffn_gate"), ("ffn_up_exps", "ffn_up"), ("ffn_down_exps", "ffn_down")] {
+            let mut info = dense.tensor_infos.remove(&format!("blk.{layer}.{stacked}.weight")).unwrap();
+            info.shape = info.shape.dims()[1..].to_vec().into();
+            dense.tensor_infos.insert(format!("blk.{layer}.{single}.weight"), info);
+        }
+    }
+    let mut theirs = quantized_qwen3::ModelWeights::from_gguf(dense, &mut file, &Device::Cpu).unwrap();
+
+    let max_difference = |a: Tensor, b: Tensor| -> f32 {
+        let (a, b) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    };
+    // A prompt, then two single-token steps through the KV cache.
+    let prompt = Tensor::new(&[[40u32, 72, 101, 108, 111, 32]], &Device::Cpu).unwrap();
+    let (a, b) = (ours.forward(&prompt, 0).unwrap(), theirs.forward(&prompt, 0).unwrap());
+    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(scale > 0.1, "logits are all near zero: the comparison would prove nothing");
+    assert!(max_difference(a, b) < 1e-3 * scale.max(1.0), "prompt logits differ");
+    for (step, token) in [(6usize, 97u32), (7, 258)] {
+        let input = Tensor::new(&[[token]], &Device::Cpu).unwrap();
+        let (a, b) = (ours.forward(&input, step).unwrap(), theirs.forward(&input, step).unwrap());
+        assert!(max_difference(a, b) < 1e-3 * scale.max(1.0), "step {step} logits differ");
+    }
+}

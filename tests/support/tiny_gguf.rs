@@ -1,0 +1,343 @@
+//! Writes tiny GGUF checkpoints with random weights (NOT real models): the tensor names
+//! and metadata keys are those llama.cpp's converter writes and candle's quantized
+//! loaders read, the sizes are a few kilobytes. They exercise the whole path
+//! (download, architecture dispatch from metadata, tokenizer and chat template from
+//! metadata, generation, errors) where no real Qwen3 / Phi / Kimi weights can be had.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+pub const HIDDEN: usize = 64;
+pub const HEADS: usize = 4;
+pub const KV_HEADS: usize = 2;
+pub const HEAD_DIM: usize = HIDDEN / HEADS;
+pub const FFN: usize = 128;
+pub const LAYERS: usize = 2;
+pub const EXPERT_FFN: usize = 32;
+
+/// `general.architecture` values, as llama.cpp names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Qwen3,
+    Qwen3Moe,
+    Phi3,
+    DeepSeek2,
+}
+
+impl Arch {
+    fn name(self) -> &'static str {
+        match self {
+            Arch::Qwen3 => "qwen3",
+            Arch::Qwen3Moe => "qwen3moe",
+            Arch::Phi3 => "phi3",
+            Arch::DeepSeek2 => "deepseek2",
+        }
+    }
+}
+
+/// The two vocabulary styles GGUF files carry.
+#[derive(Clone, Copy, Debug)]
+pub enum VocabStyle {
+    /// `tokenizer.ggml.model = "gpt2"`: byte-level BPE with merges (Qwen, Phi-4, DeepSeek).
+    Gpt2 { pre: &'static str },
+    /// `tokenizer.ggml.model = "llama"`: SentencePiece pieces with scores and `<0xNN>` byte tokens (Phi-3).
+    SentencePiece,
+}
+
+pub struct Spec {
+    pub arch: Arch,
+    pub vocab: VocabStyle,
+    /// Control tokens, appended after the ordinary vocabulary.
+    pub specials: &'static [&'static str],
+    pub bos: Option<&'static str>,
+    pub eos: &'static str,
+    pub add_bos: bool,
+    pub chat_template: Option<&'static str>,
+    pub context_length: u32,
+    pub seed: u64,
+    /// For `qwen3moe` and `deepseek2`: experts per layer, and how many each token uses.
+    pub experts: usize,
+    pub experts_used: usize,
+}
+
+const TYPE_NORMAL: i32 = 1;
+const TYPE_UNKNOWN: i32 = 2;
+const TYPE_CONTROL: i32 = 3;
+const TYPE_BYTE: i32 = 6;
+
+/// GPT-2's printable stand-in for each byte (`bytes_to_unicode`).
+pub fn gpt2_byte_char(byte: u8) -> char {
+    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    if printable(byte) {
+        return byte as char;
+    }
+    let shift = (0..byte).filter(|b| !printable(*b)).count() as u32;
+    char::from_u32(256 + shift).unwrap()
+}
+
+/// A splitmix64 stream: deterministic weights without a random-number crate.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+struct Vocab {
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    scores: Vec<f32>,
+    merges: Vec<String>,
+    /// Whether the output layer may pick the token: printable text only, so random
+    /// weights produce readable, whole-UTF-8 answers and never end early.
+    pickable: Vec<bool>,
+}
+
+impl Vocab {
+    fn push(&mut self, token: &str, kind: i32, score: f32, pickable: bool) {
+        self.tokens.push(token.to_string());
+        self.types.push(kind);
+        self.scores.push(score);
+        self.pickable.push(pickable);
+    }
+
+    fn id(&self, token: &str) -> u32 {
+        self.tokens.iter().position(|t| t == token).unwrap_or_else(|| panic!("{token} is not in the vocabulary")) as u32
+    }
+}
+
+fn gpt2_vocab(specials: &[&str]) -> Vocab {
+    let mut vocab = Vocab { tokens: vec![], types: vec![], scores: vec![], merges: vec![], pickable: vec![] };
+    for byte in 0..=255u8 {
+        vocab.push(&gpt2_byte_char(byte).to_string(), TYPE_NORMAL, 0.0, (0x20..0x7f).contains(&byte));
+    }
+    // A few merges, each into a token of the vocabulary, as BPE training leaves them.
+    for (left, right) in [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("Ġ", "a"), ("o", "n")] {
+        vocab.merges.push(format!("{left} {right}"));
+        vocab.push(&format!("{left}{right}"), TYPE_NORMAL, 0.0, true);
+    }
+    for special in specials {
+        vocab.push(special, TYPE_CONTROL, 0.0, false);
+    }
+    vocab
+}
+
+fn sentencepiece_vocab(specials: &[&str]) -> Vocab {
+    let mut vocab = Vocab { tokens: vec![], types: vec![], scores: vec![], merges: vec![], pickable: vec![] };
+    vocab.push("<unk>", TYPE_UNKNOWN, 0.0, false);
+    vocab.push("<s>", TYPE_CONTROL, 0.0, false);
+    vocab.push("</s>", TYPE_CONTROL, 0.0, false);
+    for byte in 0..=255u8 {
+        vocab.push(&format!("<0x{byte:02X}>"), TYPE_BYTE, 0.0, false);
+    }
+    let mut pieces: Vec<String> = vec!["▁".into()];
+    pieces.extend(('a'..='z').chain('A'..='Z').chain('0'..='9').map(String::from));
+    pieces.extend([".", ",", "!", "?", ":"].map(String::from));
+    pieces.extend(["▁the", "▁a", "▁is", "▁of", "▁Hello", "▁Hi", "▁sea", "▁Be", "▁brief", "er", "in", "on"].map(String::from));
+    for (rank, piece) in pieces.iter().enumerate() {
+        // Longer pieces score higher, as SentencePiece's log-probabilities roughly do.
+        let score = -10.0 + piece.chars().count() as f32 - rank as f32 * 0.01;
+        vocab.push(piece, TYPE_NORMAL, score, true);
+    }
+    for special in specials {
+        vocab.push(special, TYPE_CONTROL, 0.0, false);
+    }
+    vocab
+}
+
+struct Writer {
+    rng: Rng,
+    tensors: Vec<(String, QTensor)>,
+}
+
+impl Writer {
+    fn random(&mut self, name: &str, shape: &[usize]) {
+        let count: usize = shape.iter().product();
+        let scale = 1.0 / (*shape.last().unwrap() as f32).sqrt() * 1.7;
+        let values: Vec<f32> = (0..count).map(|_| self.rng.uniform() * scale).collect();
+        self.put(name, values, shape, GgmlDType::Q8_0);
+    }
+
+    fn ones(&mut self, name: &str, len: usize) {
+        self.put(name, vec![1.0; len], &[len], GgmlDType::F32);
+    }
+
+    fn put(&mut self, name: &str, values: Vec<f32>, shape: &[usize], dtype: GgmlDType) {
+        let tensor = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+        self.tensors.push((name.to_string(), QTensor::quantize(&tensor, dtype).unwrap()));
+    }
+
+    fn attention_qkv_separate(&mut self, p: &str) {
+        self.random(&format!("{p}.attn_q.weight"), &[HEADS * HEAD_DIM, HIDDEN]);
+        self.random(&format!("{p}.attn_k.weight"), &[KV_HEADS * HEAD_DIM, HIDDEN]);
+        self.random(&format!("{p}.attn_v.weight"), &[KV_HEADS * HEAD_DIM, HIDDEN]);
+        self.random(&format!("{p}.attn_output.weight"), &[HIDDEN, HEADS * HEAD_DIM]);
+        // Qwen3's per-head RMS norms of queries and keys.
+        self.ones(&format!("{p}.attn_q_norm.weight"), HEAD_DIM);
+        self.ones(&format!("{p}.attn_k_norm.weight"), HEAD_DIM);
+    }
+
+    fn block(&mut self, spec: &Spec, layer: usize) {
+        let arch = spec.arch;
+        let p = format!("blk.{layer}");
+        self.ones(&format!("{p}.attn_norm.weight"), HIDDEN);
+        self.ones(&format!("{p}.ffn_norm.weight"), HIDDEN);
+        match arch {
+            Arch::Qwen3 => {
+                self.attention_qkv_separate(&p);
+                self.random(&format!("{p}.ffn_gate.weight"), &[FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_up.weight"), &[FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_down.weight"), &[HIDDEN, FFN]);
+            }
+            Arch::Qwen3Moe => {
+                self.attention_qkv_separate(&p);
+                // The router stays f32 in real files; the experts are stacked 3-D tensors.
+                let router: Vec<f32> = (0..spec.experts * HIDDEN).map(|_| self.rng.uniform()).collect();
+                self.put(&format!("{p}.ffn_gate_inp.weight"), router, &[spec.experts, HIDDEN], GgmlDType::F32);
+                self.random(&format!("{p}.ffn_gate_exps.weight"), &[spec.experts, EXPERT_FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_up_exps.weight"), &[spec.experts, EXPERT_FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_down_exps.weight"), &[spec.experts, HIDDEN, EXPERT_FFN]);
+            }
+            Arch::Phi3 => {
+                // Phi-3/4 fuse q, k, v into one projection and gate, up into another.
+                self.random(&format!("{p}.attn_qkv.weight"), &[(HEADS + 2 * KV_HEADS) * HEAD_DIM, HIDDEN]);
+                self.random(&format!("{p}.attn_output.weight"), &[HIDDEN, HIDDEN]);
+                self.random(&format!("{p}.ffn_up.weight"), &[2 * FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_down.weight"), &[HIDDEN, FFN]);
+            }
+            Arch::DeepSeek2 => {
+                // Multi-head latent attention (MLA): low-rank q and compressed kv.
+                self.random(&format!("{p}.attn_q_a.weight"), &[32, HIDDEN]);
+                self.ones(&format!("{p}.attn_q_a_norm.weight"), 32);
+                self.random(&format!("{p}.attn_q_b.weight"), &[HEADS * 24, 32]);
+                self.random(&format!("{p}.attn_kv_a_mqa.weight"), &[32 + 8, HIDDEN]);
+                self.ones(&format!("{p}.attn_kv_a_norm.weight"), 32);
+                self.random(&format!("{p}.attn_kv_b.weight"), &[HEADS * (16 + 16), 32]);
+                self.random(&format!("{p}.attn_output.weight"), &[HIDDEN, HEADS * 16]);
+                self.random(&format!("{p}.ffn_gate.weight"), &[FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_up.weight"), &[FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_down.weight"), &[HIDDEN, FFN]);
+            }
+        }
+    }
+}
+
+fn u32v(v: usize) -> Value {
+    Value::U32(v as u32)
+}
+
+fn architecture_metadata(spec: &Spec) -> Vec<(String, Value)> {
+    let (arch, context_length) = (spec.arch, spec.context_length);
+    let a = arch.name();
+    let mut md = vec![
+        (format!("{a}.context_length"), Value::U32(context_length)),
+        (format!("{a}.embedding_length"), u32v(HIDDEN)),
+        (format!("{a}.block_count"), u32v(if arch == Arch::DeepSeek2 { 1 } else { LAYERS })),
+        (format!("{a}.feed_forward_length"), u32v(FFN)),
+        (format!("{a}.attention.head_count"), u32v(HEADS)),
+        (format!("{a}.attention.head_count_kv"), u32v(KV_HEADS)),
+        (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-6)),
+        (format!("{a}.rope.freq_base"), Value::F32(10_000.0)),
+    ];
+    match arch {
+        Arch::Qwen3 | Arch::Qwen3Moe => {
+            md.push((format!("{a}.attention.key_length"), u32v(HEAD_DIM)));
+            md.push((format!("{a}.attention.value_length"), u32v(HEAD_DIM)));
+        }
+        Arch::Phi3 => md.push((format!("{a}.rope.dimension_count"), u32v(HEAD_DIM))),
+        Arch::DeepSeek2 => {
+            for (key, value) in [
+                ("attention.q_lora_rank", 32),
+                ("attention.kv_lora_rank", 32),
+                ("attention.key_length", 24),
+                ("attention.value_length", 16),
+                ("rope.dimension_count", 8),
+                ("leading_dense_block_count", 1),
+                ("expert_count", spec.experts),
+                ("expert_used_count", spec.experts_used),
+                ("expert_shared_count", 1),
+                ("expert_feed_forward_length", EXPERT_FFN),
+            ] {
+                md.push((format!("{a}.{key}"), u32v(value)));
+            }
+            md.push((format!("{a}.expert_weights_scale"), Value::F32(2.5)));
+        }
+    }
+    if arch == Arch::Qwen3Moe {
+        md.push((format!("{a}.expert_count"), u32v(spec.experts)));
+        md.push((format!("{a}.expert_used_count"), u32v(spec.experts_used)));
+        md.push((format!("{a}.expert_feed_forward_length"), u32v(EXPERT_FFN)));
+    }
+    md
+}
+
+/// Writes the checkpoint `spec` describes to `path`; returns its vocabulary (id order).
+pub fn write(spec: &Spec, path: &Path) -> Vec<String> {
+    let vocab = match spec.vocab {
+        VocabStyle::Gpt2 { .. } => gpt2_vocab(spec.specials),
+        VocabStyle::SentencePiece => sentencepiece_vocab(spec.specials),
+    };
+    let n_vocab = vocab.tokens.len();
+    let mut w = Writer { rng: Rng(spec.seed), tensors: vec![] };
+    w.random("token_embd.weight", &[n_vocab, HIDDEN]);
+    // Output rows of tokens that must never be picked are zero: their logit is 0 while
+    // the best of ~100 random logits is positive.
+    let scale = 1.0 / (HIDDEN as f32).sqrt() * 4.0;
+    let output: Vec<f32> = (0..n_vocab * HIDDEN)
+        .map(|i| if vocab.pickable[i / HIDDEN] { w.rng.uniform() * scale } else { 0.0 })
+        .collect();
+    w.put("output.weight", output, &[n_vocab, HIDDEN], GgmlDType::Q8_0);
+    w.ones("output_norm.weight", HIDDEN);
+    let layers = if spec.arch == Arch::DeepSeek2 { 1 } else { LAYERS };
+    for layer in 0..layers {
+        w.block(spec, layer);
+    }
+
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(spec.arch.name().into())),
+        ("general.name".into(), Value::String(format!("tiny random {} (test checkpoint)", spec.arch.name()))),
+        ("general.file_type".into(), Value::U32(7)), // MOSTLY_Q8_0
+        ("general.quantization_version".into(), Value::U32(2)),
+    ];
+    md.extend(architecture_metadata(spec));
+    let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+    match spec.vocab {
+        VocabStyle::Gpt2 { pre } => {
+            md.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
+            md.push(("tokenizer.ggml.pre".into(), Value::String(pre.into())));
+            md.push(("tokenizer.ggml.merges".into(), strings(&vocab.merges)));
+        }
+        VocabStyle::SentencePiece => {
+            md.push(("tokenizer.ggml.model".into(), Value::String("llama".into())));
+            md.push(("tokenizer.ggml.scores".into(), Value::Array(vocab.scores.iter().map(|s| Value::F32(*s)).collect())));
+            md.push(("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)));
+        }
+    }
+    md.push(("tokenizer.ggml.tokens".into(), strings(&vocab.tokens)));
+    md.push(("tokenizer.ggml.token_type".into(), Value::Array(vocab.types.iter().map(|t| Value::I32(*t)).collect())));
+    md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(vocab.id(spec.eos))));
+    if let Some(bos) = spec.bos {
+        md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(vocab.id(bos))));
+    }
+    md.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(spec.add_bos)));
+    if let Some(template) = spec.chat_template {
+        md.push(("tokenizer.chat_template".into(), Value::String(template.into())));
+    }
+
+    let metadata: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = w.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut file = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+    vocab.tokens
+}
