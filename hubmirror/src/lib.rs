@@ -409,6 +409,18 @@ async fn resolve(
             .body(Body::empty())
             .unwrap();
     }
+    let key = format!("{}/{}", repo.id, file.path);
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = range_header.map(|v| parse_range(v, file.size));
+    if method == Method::GET {
+        *shared.stats.get_requests.lock().unwrap().entry(key.clone()).or_default() += 1;
+        if matches!(range, None | Some(Some((0, _)))) {
+            *shared.stats.file_requests.lock().unwrap().entry(key.clone()).or_default() += 1;
+        }
+        if let Some(value) = range_header {
+            shared.stats.range_requests.lock().unwrap().push((key.clone(), value.to_string()));
+        }
+    }
     let faulty = method == Method::GET && {
         let index = shared.requests_since_faults.fetch_add(1, Ordering::Relaxed);
         faults.faulty_requests.is_none_or(|limit| index < limit)
@@ -423,8 +435,6 @@ async fn resolve(
             return response;
         }
     }
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let range = range_header.map(|v| parse_range(v, file.size));
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, file.size.saturating_sub(1)),
         Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end),
@@ -448,14 +458,6 @@ async fn resolve(
     }
     if method == Method::HEAD {
         return builder.body(Body::empty()).unwrap();
-    }
-    let key = format!("{}/{}", repo.id, file.path);
-    *shared.stats.get_requests.lock().unwrap().entry(key.clone()).or_default() += 1;
-    if start == 0 {
-        *shared.stats.file_requests.lock().unwrap().entry(key.clone()).or_default() += 1;
-    }
-    if let Some(value) = range_header {
-        shared.stats.range_requests.lock().unwrap().push((key.clone(), value.to_string()));
     }
     let mut handle = match tokio::fs::File::open(&file.local).await {
         Ok(handle) => handle,

@@ -19,7 +19,7 @@ mod metadata;
 pub mod names;
 mod progress;
 mod ranges;
-pub mod retry;
+mod retry;
 mod transfer;
 
 use std::collections::{BTreeMap, HashMap};

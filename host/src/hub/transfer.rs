@@ -23,6 +23,9 @@ use super::{FileProgress, Hub, HubError, RepoRef};
 
 /// Bytes gathered from the network before one positioned write.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Longest a received byte waits in the buffer: on slow links progress and the
+/// sidecar still move several times a second.
+const WRITE_AT_LEAST_EVERY: Duration = Duration::from_millis(200);
 /// How often progress is published.
 const PROGRESS_EVERY: Duration = Duration::from_millis(60);
 /// How often the sidecar is rewritten while parts are moving.
@@ -328,6 +331,7 @@ async fn stream_range(shared: &Shared, index: usize, hasher: &mut Option<Sha256>
     let expected = shared.size.map(|_| part.end - start);
     let mut received = 0u64;
     let mut buffer = Vec::with_capacity(WRITE_BUFFER);
+    let mut last_write = Instant::now();
     let mut body = response.bytes_stream();
     let outcome = loop {
         match tokio::time::timeout(config.stall_timeout, body.next()).await {
@@ -348,8 +352,9 @@ async fn stream_range(shared: &Shared, index: usize, hasher: &mut Option<Sha256>
                 }
                 received += chunk.len() as u64;
                 buffer.extend_from_slice(&chunk);
-                if buffer.len() >= WRITE_BUFFER {
+                if buffer.len() >= WRITE_BUFFER || last_write.elapsed() >= WRITE_AT_LEAST_EVERY {
                     buffer = write_out(shared, index, buffer, hasher).await?;
+                    last_write = Instant::now();
                 }
             }
         }
