@@ -371,8 +371,10 @@ fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     let spec = value.strip_prefix("bytes=")?;
     let (start, end) = spec.split_once('-')?;
     let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = if end.trim().is_empty() { size.checked_sub(1)? } else { end.trim().parse().ok()? };
-    (start <= end && end < size).then_some((start, end))
+    let last = size.checked_sub(1)?;
+    // A last byte past the end means "to the end" (RFC 9110 14.1.2); clients rely on it.
+    let end: u64 = if end.trim().is_empty() { last } else { end.trim().parse::<u64>().ok()?.min(last) };
+    (start <= end).then_some((start, end))
 }
 
 async fn resolve(
