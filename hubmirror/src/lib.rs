@@ -13,6 +13,10 @@
 //!   `X-Linked-Size`, `Accept-Ranges` and single-range `Range` support.
 //!
 //! `rev` may be `main` or the repo's commit id (derived from the files' hashes).
+//!
+//! [`Faults`] make it misbehave the ways real links and hubs do (errors, resets,
+//! truncation, stalls, corruption, slow links, redirects to a CDN), changeable while it
+//! runs with [`Mirror::set_faults`]; [`Stats`] records what clients asked for and got.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +34,7 @@ use axum::routing::get;
 use axum::Router;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
 
 /// One file of a served repo.
 #[derive(Clone, Debug)]
@@ -104,40 +109,123 @@ fn hash_file(path: &Path) -> anyhow::Result<(u64, String)> {
     Ok((size, hex::encode(hasher.finalize())))
 }
 
+/// An error status the mirror answers instead of a file.
+#[derive(Clone, Debug)]
+pub struct ErrorStatus {
+    /// e.g. 500, 503 or 429.
+    pub code: u16,
+    /// Seconds for a `Retry-After` header, if any.
+    pub retry_after_secs: Option<u64>,
+}
+
+/// A pause in the middle of a body: the connection stays open but no bytes flow.
+#[derive(Clone, Debug)]
+pub struct Stall {
+    pub after_bytes: u64,
+    pub duration: Duration,
+}
+
 /// How the mirror misbehaves, to test clients against slow or broken hubs.
+///
+/// The per-request faults (`error_status`, `reset_after_bytes`, `truncate_after_bytes`,
+/// `stall`, `flip_byte`) hit only the first `faulty_requests` GET file requests after the
+/// faults were set (every request when `None`); the link faults (`response_delay`,
+/// `bytes_per_second`, `redirect_to`) hit every request.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     /// Wait this long before answering each file request (a slow hub or link).
     pub response_delay: Duration,
+    /// How many GET file requests the per-request faults hit (`None`: all of them).
+    pub faulty_requests: Option<u64>,
+    /// Answer with this status instead of the file.
+    pub error_status: Option<ErrorStatus>,
+    /// Abort the connection after sending this many body bytes.
+    pub reset_after_bytes: Option<u64>,
+    /// End the body cleanly after this many bytes, though Content-Length promised more.
+    pub truncate_after_bytes: Option<u64>,
+    /// Stop sending for a while in the middle of the body.
+    pub stall: Option<Stall>,
+    /// Invert the first byte of every body (the checksum must catch it).
+    pub flip_byte: bool,
+    /// Cap each response's sending rate (a slow link).
+    pub bytes_per_second: Option<u64>,
+    /// Answer file requests with a 302 to the same path on this endpoint (as the Hub
+    /// redirects LFS files to its CDN), with the file's identity headers.
+    pub redirect_to: Option<String>,
 }
 
 /// What the mirror has served, for tests that count transfers.
 #[derive(Default, Debug)]
 pub struct Stats {
     file_requests: Mutex<BTreeMap<String, u64>>,
+    get_requests: Mutex<BTreeMap<String, u64>>,
+    range_requests: Mutex<Vec<(String, String)>>,
     bytes_sent: AtomicU64,
+    file_bytes_sent: Mutex<BTreeMap<String, u64>>,
+    authorized_requests: AtomicU64,
+    requests: AtomicU64,
+    bodies_open: AtomicU64,
+    most_bodies_open: AtomicU64,
 }
 
 impl Stats {
-    /// GET requests for `repo/path` so far (HEAD requests are not counted).
+    /// Transfers of `repo/path` started so far: GET requests for the whole file or for a
+    /// range starting at byte 0. A file fetched as parallel ranges counts once; HEAD
+    /// requests and ranges further in (other parts, resumes) are not counted.
     pub fn file_requests(&self, repo: &str, path: &str) -> u64 {
         let key = format!("{repo}/{path}");
         *self.file_requests.lock().unwrap().get(&key).unwrap_or(&0)
     }
 
-    /// GET requests for files of all repos so far.
+    /// Transfers of files of all repos started so far (see [`Stats::file_requests`]).
     pub fn total_file_requests(&self) -> u64 {
         self.file_requests.lock().unwrap().values().sum()
     }
 
+    /// Every GET request for `repo/path` so far, ranges included.
+    pub fn get_requests(&self, repo: &str, path: &str) -> u64 {
+        let key = format!("{repo}/{path}");
+        *self.get_requests.lock().unwrap().get(&key).unwrap_or(&0)
+    }
+
+    /// The `Range` header values of the GET requests for `repo/path`, in arrival order.
+    pub fn range_requests(&self, repo: &str, path: &str) -> Vec<String> {
+        let key = format!("{repo}/{path}");
+        self.range_requests.lock().unwrap().iter().filter(|(k, _)| *k == key).map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Body bytes sent for all files.
     pub fn bytes_sent(&self) -> u64 {
         self.bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes sent for `repo/path`.
+    pub fn file_bytes_sent(&self, repo: &str, path: &str) -> u64 {
+        let key = format!("{repo}/{path}");
+        *self.file_bytes_sent.lock().unwrap().get(&key).unwrap_or(&0)
+    }
+
+    /// Requests of any kind (API, HEAD, GET, redirects) that carried an `Authorization` header.
+    pub fn authorized_requests(&self) -> u64 {
+        self.authorized_requests.load(Ordering::Relaxed)
+    }
+
+    /// The most file bodies that were being sent at one time (concurrent downloads).
+    pub fn most_concurrent_bodies(&self) -> u64 {
+        self.most_bodies_open.load(Ordering::Relaxed)
+    }
+
+    /// Requests of any kind on the file routes (HEAD, GET and redirects).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 }
 
 struct Shared {
     repos: BTreeMap<String, Repo>,
     faults: Mutex<Faults>,
+    /// GET file requests since the faults were last set, to apply `Faults::faulty_requests`.
+    requests_since_faults: AtomicU64,
     stats: Arc<Stats>,
 }
 
@@ -175,7 +263,7 @@ impl MirrorBuilder {
         })
         .await??;
         let stats = Arc::new(Stats::default());
-        let shared = Arc::new(Shared { repos, faults: Mutex::new(self.faults), stats: stats.clone() });
+        let shared = Arc::new(Shared { repos, faults: Mutex::new(self.faults), requests_since_faults: AtomicU64::new(0), stats: stats.clone() });
         let app = Router::new()
             .route("/api/models/{org}/{name}", get(repo_info_main))
             .route("/api/models/{org}/{name}/revision/{rev}", get(repo_info))
@@ -224,7 +312,9 @@ impl Mirror {
 
     /// Changes the faults for requests from now on.
     pub fn set_faults(&self, faults: Faults) {
-        *self.shared.faults.lock().unwrap() = faults;
+        let mut current = self.shared.faults.lock().unwrap();
+        *current = faults;
+        self.shared.requests_since_faults.store(0, Ordering::Relaxed);
     }
 }
 
@@ -281,8 +371,10 @@ fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     let spec = value.strip_prefix("bytes=")?;
     let (start, end) = spec.split_once('-')?;
     let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = if end.trim().is_empty() { size.checked_sub(1)? } else { end.trim().parse().ok()? };
-    (start <= end && end < size).then_some((start, end))
+    let last = size.checked_sub(1)?;
+    // A last byte past the end means "to the end" (RFC 9110 14.1.2); clients rely on it.
+    let end: u64 = if end.trim().is_empty() { last } else { end.trim().parse::<u64>().ok()?.min(last) };
+    (start <= end).then_some((start, end))
 }
 
 async fn resolve(
@@ -291,6 +383,10 @@ async fn resolve(
     headers: HeaderMap,
     UrlPath((org, name, rev, path)): UrlPath<(String, String, String, String)>,
 ) -> Response {
+    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if headers.contains_key(header::AUTHORIZATION) {
+        shared.stats.authorized_requests.fetch_add(1, Ordering::Relaxed);
+    }
     let repo = match find_repo(&shared, &org, &name, &rev) {
         Ok(repo) => repo,
         Err(response) => return response,
@@ -302,10 +398,45 @@ async fn resolve(
     if !faults.response_delay.is_zero() {
         tokio::time::sleep(faults.response_delay).await;
     }
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| parse_range(v, file.size));
+    let identity = |builder: axum::http::response::Builder| {
+        builder
+            .header(header::ETAG, format!("\"{}\"", file.sha256))
+            .header("x-linked-etag", format!("\"{}\"", file.sha256))
+            .header("x-linked-size", file.size)
+            .header("x-repo-commit", &repo.commit)
+    };
+    if let Some(target) = &faults.redirect_to {
+        let location = format!("{}/{org}/{name}/resolve/{rev}/{path}", target.trim_end_matches('/'));
+        return identity(Response::builder().status(StatusCode::FOUND).header(header::LOCATION, location))
+            .body(Body::empty())
+            .unwrap();
+    }
+    let key = format!("{}/{}", repo.id, file.path);
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = range_header.map(|v| parse_range(v, file.size));
+    if method == Method::GET {
+        *shared.stats.get_requests.lock().unwrap().entry(key.clone()).or_default() += 1;
+        if matches!(range, None | Some(Some((0, _)))) {
+            *shared.stats.file_requests.lock().unwrap().entry(key.clone()).or_default() += 1;
+        }
+        if let Some(value) = range_header {
+            shared.stats.range_requests.lock().unwrap().push((key.clone(), value.to_string()));
+        }
+    }
+    let faulty = method == Method::GET && {
+        let index = shared.requests_since_faults.fetch_add(1, Ordering::Relaxed);
+        faults.faulty_requests.is_none_or(|limit| index < limit)
+    };
+    if faulty {
+        if let Some(error) = &faults.error_status {
+            let status = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = hub_error(status, "InjectedFault", format!("injected HTTP {}", error.code));
+            if let Some(seconds) = error.retry_after_secs {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            return response;
+        }
+    }
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, file.size.saturating_sub(1)),
         Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end),
@@ -318,27 +449,18 @@ async fn resolve(
         }
     };
     let length = if file.size == 0 { 0 } else { end - start + 1 };
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::CONTENT_LENGTH, length)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, format!("\"{}\"", file.sha256))
-        .header("x-linked-etag", format!("\"{}\"", file.sha256))
-        .header("x-linked-size", file.size)
-        .header("x-repo-commit", &repo.commit);
+    let mut builder = identity(
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_LENGTH, length)
+            .header(header::ACCEPT_RANGES, "bytes"),
+    );
     if status == StatusCode::PARTIAL_CONTENT {
         builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", file.size));
     }
     if method == Method::HEAD {
         return builder.body(Body::empty()).unwrap();
     }
-    *shared
-        .stats
-        .file_requests
-        .lock()
-        .unwrap()
-        .entry(format!("{}/{}", repo.id, file.path))
-        .or_default() += 1;
     let mut handle = match tokio::fs::File::open(&file.local).await {
         Ok(handle) => handle,
         Err(error) => return hub_error(StatusCode::INTERNAL_SERVER_ERROR, "IoError", error.to_string()),
@@ -346,11 +468,105 @@ async fn resolve(
     if let Err(error) = handle.seek(std::io::SeekFrom::Start(start)).await {
         return hub_error(StatusCode::INTERNAL_SERVER_ERROR, "IoError", error.to_string());
     }
-    let stats = shared.stats.clone();
-    let stream = futures::StreamExt::inspect(tokio_util::io::ReaderStream::new(handle.take(length)), move |chunk| {
-        if let Ok(bytes) = chunk {
-            stats.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    let body = BodyFaults {
+        reset_after: faults.reset_after_bytes.filter(|_| faulty),
+        truncate_after: faults.truncate_after_bytes.filter(|_| faulty),
+        stall: faults.stall.clone().filter(|_| faulty),
+        flip_byte: faults.flip_byte && faulty,
+        bytes_per_second: faults.bytes_per_second,
+    };
+    builder.body(Body::from_stream(body_stream(handle, length, body, shared.stats.clone(), key))).unwrap()
+}
+
+/// The faults one response body suffers.
+struct BodyFaults {
+    reset_after: Option<u64>,
+    truncate_after: Option<u64>,
+    stall: Option<Stall>,
+    flip_byte: bool,
+    bytes_per_second: Option<u64>,
+}
+
+/// Counts a body as open from its creation until hyper drops it (sent or aborted).
+struct OpenBody(Arc<Stats>);
+
+impl OpenBody {
+    fn new(stats: Arc<Stats>) -> Self {
+        let open = stats.bodies_open.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.most_bodies_open.fetch_max(open, Ordering::SeqCst);
+        OpenBody(stats)
+    }
+}
+
+impl Drop for OpenBody {
+    fn drop(&mut self) {
+        self.0.bodies_open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct BodyState {
+    _open: OpenBody,
+    file: tokio::fs::File,
+    remaining: u64,
+    sent: u64,
+    started: tokio::time::Instant,
+    faults: BodyFaults,
+    stats: Arc<Stats>,
+    key: String,
+    done: bool,
+}
+
+const BODY_CHUNK: u64 = 64 * 1024;
+
+/// The body of a file response, in chunks cut so that each fault strikes at its exact byte.
+fn body_stream(
+    file: tokio::fs::File,
+    length: u64,
+    faults: BodyFaults,
+    stats: Arc<Stats>,
+    key: String,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    let state = BodyState { _open: OpenBody::new(stats.clone()), file, remaining: length, sent: 0, started: tokio::time::Instant::now(), faults, stats, key, done: false };
+    futures::stream::unfold(state, |mut state| async move {
+        if state.done || state.remaining == 0 {
+            return None;
         }
-    });
-    builder.body(Body::from_stream(stream)).unwrap()
+        if state.faults.reset_after.is_some_and(|limit| state.sent >= limit) {
+            state.done = true;
+            let error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected connection reset");
+            return Some((Err(error), state));
+        }
+        if state.faults.truncate_after.is_some_and(|limit| state.sent >= limit) {
+            return None;
+        }
+        if let Some(stall) = state.faults.stall.clone().filter(|s| state.sent >= s.after_bytes) {
+            tokio::time::sleep(stall.duration).await;
+            state.faults.stall = None;
+        }
+        // The next fault boundary ahead, so that a chunk never straddles it.
+        let boundary = [state.faults.reset_after, state.faults.truncate_after, state.faults.stall.as_ref().map(|s| s.after_bytes)]
+            .into_iter()
+            .flatten()
+            .filter(|&b| b > state.sent)
+            .min()
+            .map(|b| b - state.sent);
+        let want = BODY_CHUNK.min(state.remaining).min(boundary.unwrap_or(u64::MAX)) as usize;
+        let mut buffer = vec![0u8; want];
+        if let Err(error) = state.file.read_exact(&mut buffer).await {
+            state.done = true;
+            return Some((Err(error), state));
+        }
+        if state.faults.flip_byte && state.sent == 0 {
+            buffer[0] ^= 0xff;
+        }
+        state.sent += want as u64;
+        state.remaining -= want as u64;
+        if let Some(rate) = state.faults.bytes_per_second.filter(|r| *r > 0) {
+            let due = state.started + Duration::from_secs_f64(state.sent as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        state.stats.bytes_sent.fetch_add(want as u64, Ordering::Relaxed);
+        *state.stats.file_bytes_sent.lock().unwrap().entry(state.key.clone()).or_default() += want as u64;
+        Some((Ok(bytes::Bytes::from(buffer)), state))
+    })
 }

@@ -126,3 +126,51 @@ pub async fn families_mirror(root: &Path) -> Mirror {
 pub fn vectors(answer: &serde_json::Value) -> Vec<Vec<f32>> {
     serde_json::from_value(answer["vectors"].clone()).unwrap_or_else(|e| panic!("no vectors ({e}) in {answer}"))
 }
+
+/// Hub settings for fault tests: quick retries, short stall and lock timings, and small
+/// parallel ranges (files over 4 MiB split into parts of at least 1 MiB).
+pub fn quick_hub_config(endpoint: &str, cache: &Path) -> HubConfig {
+    HubConfig {
+        retry: lantern::hub::RetryPolicy {
+            attempts: 6,
+            base_delay: std::time::Duration::from_millis(10),
+            max_delay: std::time::Duration::from_millis(100),
+        },
+        stall_timeout: std::time::Duration::from_millis(400),
+        parallel_threshold: 4 << 20,
+        min_part_size: 1 << 20,
+        max_connections: 4,
+        lock_refresh: std::time::Duration::from_millis(100),
+        lock_stale_after: std::time::Duration::from_millis(1000),
+        lock_poll: std::time::Duration::from_millis(50),
+        ..hub_config(endpoint, cache)
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), cheap enough for 100 MB test files.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// Writes a repo of random files (`(path, length)`) into `dir`.
+pub fn write_random_repo(dir: &Path, files: &[(&str, usize)]) {
+    for (index, (path, len)) in files.iter().enumerate() {
+        let target = dir.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, random_bytes(*len, 0x9e37_79b9_7f4a_7c15 ^ index as u64)).unwrap();
+    }
+}
+
+/// A local hub serving the files under `dir` as the repo `id`.
+pub async fn mirror_of(id: &str, dir: &Path, faults: Faults) -> Mirror {
+    Mirror::builder().repo(id, dir).faults(faults).serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("starting the test hub")
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use lantern::hub::{FetchProgress, RepoRef};
+use lantern::hub::{names, FetchProgress, ProgressSink, RepoRef};
 use lantern::{DirGrant, Host, Policy, Stdio};
 
 #[derive(Parser)]
@@ -41,13 +41,24 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
-    /// Download a catalog model's files into the cache, with progress bars.
+    /// Download a catalog model's files (or any repo's, with --files) into the cache, with progress bars.
     Pull {
-        /// A catalog key (see `lantern models`).
-        key: String,
+        /// A catalog key (see `lantern models`), or a repo id (org/name) with --files.
+        target: String,
+        /// Fetch these files of the repo TARGET instead of a catalog model's files.
+        #[arg(long, num_args = 1.., value_name = "FILE")]
+        files: Vec<String>,
+        /// Branch, tag or commit of the repo (with --files).
+        #[arg(long, default_value = "main", requires = "files")]
+        revision: String,
     },
-    /// List the catalog's models and whether they are cached.
+    /// List the catalog's models, whether they are cached, and other cached repos.
     Models,
+    /// Delete a model's files from the cache and print the space freed.
+    Rm {
+        /// A catalog key or a repo id (org/name).
+        target: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -149,42 +160,100 @@ fn inspect(host: &Host, path: &PathBuf, full: bool) -> anyhow::Result<ExitCode> 
     }
 }
 
-async fn pull(host: &Host, key: &str) -> anyhow::Result<ExitCode> {
-    let entry = host.registry().entry(key, None)?.clone();
+/// Progress bars for one fetch: a bar per file and a total bar with the hub's rate and ETA.
+fn progress_bars() -> ProgressSink {
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{msg:32!} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {eta:>4}")
-        .expect("valid template");
+    let file_style = ProgressStyle::with_template("{msg:32!} {bar:30} {bytes:>10}/{total_bytes:<10}").expect("valid template");
+    let total_style =
+        ProgressStyle::with_template("{prefix:32!} {bar:30.cyan} {bytes:>10}/{total_bytes:<10} {msg}").expect("valid template");
+    let total = bars.add(ProgressBar::new(0).with_style(total_style).with_prefix("total"));
+    total.enable_steady_tick(Duration::from_millis(120));
     let per_file: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>> = Default::default();
-    let sink = Arc::new(move |progress: FetchProgress| {
+    Arc::new(move |progress: FetchProgress| {
         let mut per_file = per_file.lock().unwrap();
         let bar = per_file.entry(progress.file.clone()).or_insert_with(|| {
-            let bar = bars.add(ProgressBar::new(0).with_style(style.clone()).with_message(progress.file.clone()));
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
+            bars.insert_before(&total, ProgressBar::new(0).with_style(file_style.clone()).with_message(progress.file.clone()))
         });
-        if let Some(total) = progress.file_bytes_total {
-            bar.set_length(total);
+        if let Some(length) = progress.file_bytes_total {
+            bar.set_length(length);
         }
         bar.set_position(progress.file_bytes_done);
         if progress.file_done {
             bar.finish();
         }
-    });
-    let files = host.registry().hub().fetch(&entry.repo, &entry.files, Some(sink)).await?;
-    let RepoRef { repo, revision } = &files.repo;
-    eprintln!("{key}: {} files, {} bytes in the cache ({repo}@{revision})", entry.files.len(), files.total_bytes());
+        if let Some(length) = progress.model_bytes_total {
+            total.set_length(length);
+        }
+        total.set_position(progress.model_bytes_done);
+        let eta = progress.eta.map(|eta| format!("ETA {}s", eta.as_secs())).unwrap_or_default();
+        total.set_message(format!(
+            "{:>9}/s {eta}  {}/{} files",
+            indicatif::HumanBytes(progress.bytes_per_second as u64),
+            progress.files_done,
+            progress.files_total
+        ));
+        if progress.files_done == progress.files_total {
+            total.finish();
+        }
+    })
+}
+
+async fn pull(host: &Host, target: &str, files: Vec<String>, revision: String) -> anyhow::Result<ExitCode> {
+    let (repo, files) = if files.is_empty() {
+        let entry = host.registry().entry(target, None)?;
+        (entry.repo.clone(), entry.files.clone())
+    } else {
+        // Checked here too (fetch checks again) so a bad name fails before any bar or request.
+        names::check_repo_id(target)?;
+        names::check_revision(&revision)?;
+        for file in &files {
+            names::check_file_name(file)?;
+        }
+        (RepoRef { repo: target.to_string(), revision }, files)
+    };
+    let fetched = host.registry().hub().fetch(&repo, &files, Some(progress_bars())).await?;
+    let RepoRef { repo, revision } = &fetched.repo;
+    eprintln!("{target}: {} files, {} bytes in the cache ({repo}@{revision})", files.len(), fetched.total_bytes());
     Ok(ExitCode::SUCCESS)
 }
 
-fn models(host: &Host) -> anyhow::Result<ExitCode> {
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+async fn models(host: &Host) -> anyhow::Result<ExitCode> {
     println!("{:<44} {:<8} {:<16} {:>12}  description", "KEY", "FAMILY", "CAPABILITIES", "CACHED");
+    let mut catalog_repos = std::collections::HashSet::new();
     for entry in host.registry().catalog().entries() {
+        catalog_repos.insert(entry.repo.repo.clone());
         let info = host.registry().info(&entry.key)?;
         let capabilities: Vec<String> = entry.capabilities.iter().map(|c| c.to_string()).collect();
-        let cached = info.size_bytes.map(|b| format!("{:.1} MB", b as f64 / 1e6)).unwrap_or_else(|| "-".into());
+        let cached = info.size_bytes.map(megabytes).unwrap_or_else(|| "-".into());
         println!("{:<44} {:<8} {:<16} {:>12}  {}", entry.key, entry.family.name(), capabilities.join(","), cached, entry.description);
     }
+    let others: Vec<_> =
+        host.registry().hub().cached_repos().await?.into_iter().filter(|r| !catalog_repos.contains(&r.repo)).collect();
+    if !others.is_empty() {
+        println!("\nother cached repos (not in the catalog):");
+        for repo in others {
+            println!("{:<44} {:>12}", repo.repo, megabytes(repo.bytes));
+        }
+    }
     println!("\ncache: {}", host.registry().hub().config().cache_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove(host: &Host, target: &str) -> anyhow::Result<ExitCode> {
+    let repo = match host.registry().catalog().get(target) {
+        Some(entry) => entry.repo.repo.clone(),
+        None => target.to_string(),
+    };
+    let freed = host.registry().hub().remove_repo(&repo).await?;
+    if freed == 0 {
+        println!("{repo} is not in the cache; nothing freed");
+    } else {
+        println!("removed {repo}: {freed} bytes freed ({})", megabytes(freed));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -208,8 +277,9 @@ async fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(&host, args).await,
             Command::Inspect { plugin, full } => inspect(&host, &plugin, full),
-            Command::Pull { key } => pull(&host, &key).await,
-            Command::Models => models(&host),
+            Command::Pull { target, files, revision } => pull(&host, &target, files, revision).await,
+            Command::Models => models(&host).await,
+            Command::Rm { target } => remove(&host, &target).await,
         }
     }
     .await;

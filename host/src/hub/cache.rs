@@ -4,6 +4,8 @@
 //! {cache}/models--{org}--{name}/
 //!     blobs/{etag}                 file contents, named by their ETag (sha256 for LFS files)
 //!     blobs/{etag}.incomplete      a download in progress
+//!     blobs/{etag}.incomplete.parts  its byte ranges and how far each got (resume)
+//!     blobs/{etag}.lock            which process is downloading it
 //!     snapshots/{commit}/{path}    relative symlinks into blobs/
 //!     refs/{revision}              the commit a branch or tag pointed to when fetched
 //! ```
@@ -41,6 +43,14 @@ impl RepoCache {
 
     pub fn incomplete_blob(&self, etag: &str) -> PathBuf {
         self.root.join("blobs").join(format!("{etag}.incomplete"))
+    }
+
+    pub fn parts_sidecar(&self, etag: &str) -> PathBuf {
+        self.root.join("blobs").join(format!("{etag}.incomplete.parts"))
+    }
+
+    pub fn lock_file(&self, etag: &str) -> PathBuf {
+        self.root.join("blobs").join(format!("{etag}.lock"))
     }
 
     pub fn snapshot_dir(&self, commit: &str) -> PathBuf {
@@ -103,4 +113,49 @@ impl RepoCache {
         std::fs::rename(&temporary, &link)?;
         Ok(link)
     }
+}
+
+/// A repo folder found in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedRepo {
+    pub repo: String,
+    pub path: PathBuf,
+    /// Bytes of its blobs, partial downloads included.
+    pub bytes: u64,
+}
+
+/// Bytes of the regular files under `dir` (symlinks are not followed, so snapshot links
+/// do not count their blobs twice).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(entry.path()),
+                Ok(kind) if kind.is_file() => total += entry.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// The model repos in `cache_dir` (blocking: walks the folders), sorted by repo id.
+pub fn cached_repos(cache_dir: &Path) -> Vec<CachedRepo> {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else { return Vec::new() };
+    let mut repos: Vec<CachedRepo> = entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let (org, model) = name.strip_prefix("models--")?.split_once("--")?;
+            let repo = format!("{org}/{model}");
+            super::names::check_repo_id(&repo).ok()?;
+            Some(CachedRepo { bytes: disk_usage(&entry.path()), path: entry.path(), repo })
+        })
+        .collect();
+    repos.sort_by(|a, b| a.repo.cmp(&b.repo));
+    repos
 }

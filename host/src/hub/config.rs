@@ -2,6 +2,9 @@
 //! conventions so that Lantern shares a cache with Python tools and `hf-hub`.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use super::retry::RetryPolicy;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -19,6 +22,22 @@ pub struct HubConfig {
     pub offline: bool,
     /// Most files downloading at once across all models.
     pub max_concurrent_files: usize,
+    /// Most HTTP connections open at once across all files (parts of big files included).
+    pub max_connections: usize,
+    /// Files larger than this download as parallel byte ranges.
+    pub parallel_threshold: u64,
+    /// Smallest byte range of a parallel download.
+    pub min_part_size: u64,
+    /// How transient failures (connection drops, timeouts, 408/429/5xx) are retried.
+    pub retry: RetryPolicy,
+    /// A connection that delivers no bytes for this long is dropped and its range resumed.
+    pub stall_timeout: Duration,
+    /// How often a process downloading a blob refreshes its lock file.
+    pub lock_refresh: Duration,
+    /// A lock file not refreshed for this long belongs to a dead process and is taken over.
+    pub lock_stale_after: Duration,
+    /// How often a process waiting on another's lock checks again.
+    pub lock_poll: Duration,
     /// User agent sent with every request.
     pub user_agent: String,
 }
@@ -54,6 +73,14 @@ impl HubConfig {
             token,
             offline: env_truthy("HF_HUB_OFFLINE"),
             max_concurrent_files: 8,
+            max_connections: 8,
+            parallel_threshold: 64 << 20,
+            min_part_size: 16 << 20,
+            retry: RetryPolicy::default(),
+            stall_timeout: Duration::from_secs(30),
+            lock_refresh: Duration::from_secs(5),
+            lock_stale_after: Duration::from_secs(30),
+            lock_poll: Duration::from_millis(500),
             user_agent: format!("lantern/{}", env!("CARGO_PKG_VERSION")),
         }
     }

@@ -1,48 +1,16 @@
-//! One file's transfer: GET `{endpoint}/{repo}/resolve/{revision}/{file}`, stream the
-//! body into `blobs/{etag}.incomplete` while hashing it, verify, rename into place and
-//! link the snapshot.
+//! One file, start to finish: describe it (HEAD), take the cross-process lock on its
+//! blob, transfer the bytes, verify size and sha256, rename into the cache atomically
+//! and link the snapshot.
 
 use std::path::PathBuf;
 
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::{names, FileProgress, Hub, HubError, RepoRef};
-
-/// The file's identity, as the Hub's response headers give it.
-struct Identity {
-    commit: String,
-    etag: String,
-    size: Option<u64>,
-}
-
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-    response.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-fn identity(response: &reqwest::Response, repo: &RepoRef, url: &str) -> Result<Identity, HubError> {
-    let commit = header(response, "x-repo-commit")
-        .map(str::to_string)
-        .or_else(|| names::is_commit_id(&repo.revision).then(|| repo.revision.clone()))
-        .filter(|c| names::is_commit_id(c))
-        .ok_or_else(|| HubError::Http { url: url.to_string(), message: "response has no valid X-Repo-Commit header".into() })?;
-    // LFS files carry their sha256 in X-Linked-Etag; small files a git blob id in ETag.
-    let etag = header(response, "x-linked-etag")
-        .or_else(|| header(response, "etag"))
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_string())
-        .filter(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-        .ok_or_else(|| HubError::Http { url: url.to_string(), message: "response has no usable ETag".into() })?;
-    let size = header(response, "x-linked-size")
-        .and_then(|v| v.parse().ok())
-        .or_else(|| response.content_length());
-    Ok(Identity { commit, etag, size })
-}
-
-fn is_sha256(etag: &str) -> bool {
-    etag.len() == 64 && etag.chars().all(|c| c.is_ascii_hexdigit())
-}
+use super::cache::RepoCache;
+use super::lock::{self, Acquired};
+use super::metadata::{self, Remote};
+use super::transfer::{self, Transferred};
+use super::{FileProgress, Hub, HubError, RepoRef};
 
 pub(super) async fn download_file(
     hub: &Hub,
@@ -50,65 +18,30 @@ pub(super) async fn download_file(
     file: &str,
     progress: &watch::Sender<FileProgress>,
 ) -> Result<PathBuf, HubError> {
-    let config = hub.config();
-    let url = format!("{}/{}/resolve/{}/{}", config.endpoint, repo.repo, repo.revision, file);
-    let mut request = hub.inner.client.get(&url);
-    if let Some(token) = &config.token {
-        // Only the configured endpoint is ever asked; reqwest drops this header on a
-        // redirect to another host, as the Hub's CDN redirects need.
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| HubError::Http { url: url.clone(), message: e.to_string() })?;
-    let status = response.status();
-    if !status.is_success() {
-        let code = header(&response, "x-error-code").unwrap_or("").to_string();
-        let message = match (status.as_u16(), code.as_str()) {
-            (401 | 403, _) => format!("HTTP {status}: access denied (gated or private repo? set HF_TOKEN)"),
-            (404, "EntryNotFound") => format!("HTTP {status}: {file} does not exist in {}", repo.repo),
-            (404, "RevisionNotFound") => format!("HTTP {status}: revision {} not found in {}", repo.revision, repo.repo),
-            (404, _) => format!("HTTP {status}: repo {} or file {file} not found", repo.repo),
-            _ => format!("HTTP {status}"),
-        };
-        return Err(HubError::Http { url, message });
-    }
-    let identity = identity(&response, repo, &url)?;
+    let remote = metadata::resolve(hub, repo, file).await?;
     let cache = hub.repo_cache(&repo.repo);
-    let blob = cache.blob(&identity.etag);
-    progress.send_modify(|state| state.bytes_total = identity.size);
+    let blob = cache.blob(&remote.etag);
+    progress.send_modify(|state| state.bytes_total = remote.size);
 
     if !tokio::fs::try_exists(&blob).await.unwrap_or(false) {
-        let incomplete = cache.incomplete_blob(&identity.etag);
         let blobs_dir = blob.parent().expect("blob path has a parent").to_path_buf();
         tokio::fs::create_dir_all(&blobs_dir).await.map_err(|e| HubError::io(&blobs_dir, e))?;
-        let mut out = tokio::fs::File::create(&incomplete).await.map_err(|e| HubError::io(&incomplete, e))?;
-        let mut hasher = is_sha256(&identity.etag).then(Sha256::new);
-        let mut received: u64 = 0;
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| HubError::Http { url: url.clone(), message: format!("body: {e}") })?;
-            if let Some(hasher) = hasher.as_mut() {
-                hasher.update(&chunk);
+        match lock::acquire(&cache.lock_file(&remote.etag), &blob, hub.config()).await? {
+            Acquired::BlobAppeared => {}
+            Acquired::Locked(held) => {
+                // The previous holder may have finished just before we took over.
+                if !tokio::fs::try_exists(&blob).await.unwrap_or(false) {
+                    fetch_verified(hub, repo, file, &remote, &cache, progress).await?;
+                }
+                drop(held);
             }
-            out.write_all(&chunk).await.map_err(|e| HubError::io(&incomplete, e))?;
-            received += chunk.len() as u64;
-            progress.send_modify(|state| state.bytes_done = received);
         }
-        out.flush().await.map_err(|e| HubError::io(&incomplete, e))?;
-        out.sync_all().await.map_err(|e| HubError::io(&incomplete, e))?;
-        drop(out);
-        let verified = verify(&identity, received, hasher, file);
-        if let Err(error) = verified {
-            let _ = tokio::fs::remove_file(&incomplete).await;
-            return Err(error);
-        }
-        tokio::fs::rename(&incomplete, &blob).await.map_err(|e| HubError::io(&blob, e))?;
+    }
+    if let Some(size) = remote.size {
+        progress.send_modify(|state| state.bytes_done = size);
     }
 
-    let (commit, etag, revision, file_name) =
-        (identity.commit.clone(), identity.etag.clone(), repo.revision.clone(), file.to_string());
+    let (commit, etag, revision, file_name) = (remote.commit.clone(), remote.etag.clone(), repo.revision.clone(), file.to_string());
     let link = tokio::task::spawn_blocking(move || -> Result<PathBuf, HubError> {
         let link = cache.link_snapshot(&commit, &file_name, &etag).map_err(|e| HubError::io(cache.root(), e))?;
         cache.write_ref(&revision, &commit).map_err(|e| HubError::io(cache.root(), e))?;
@@ -119,21 +52,55 @@ pub(super) async fn download_file(
     Ok(link)
 }
 
-fn verify(identity: &Identity, received: u64, hasher: Option<Sha256>, file: &str) -> Result<(), HubError> {
-    if let Some(expected) = identity.size {
-        if expected != received {
+/// Transfers and verifies the blob, then renames it into place. Bytes that fail the
+/// check are deleted and downloaded once more from scratch (they may be a resumed
+/// file's stale or torn part); failing twice is an error and leaves nothing behind.
+async fn fetch_verified(
+    hub: &Hub,
+    repo: &RepoRef,
+    file: &str,
+    remote: &Remote,
+    cache: &RepoCache,
+    progress: &watch::Sender<FileProgress>,
+) -> Result<(), HubError> {
+    let incomplete = cache.incomplete_blob(&remote.etag);
+    let sidecar = cache.parts_sidecar(&remote.etag);
+    let blob = cache.blob(&remote.etag);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let transferred = transfer::transfer(hub, repo, file, remote, &incomplete, &sidecar, progress).await?;
+        let _ = tokio::fs::remove_file(&sidecar).await;
+        match verify(remote, &transferred, file) {
+            Ok(()) => {
+                return tokio::fs::rename(&incomplete, &blob).await.map_err(|e| HubError::io(&blob, e));
+            }
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&incomplete).await;
+                if tries >= 2 {
+                    return Err(error);
+                }
+                tracing::warn!(%error, "downloaded bytes failed verification; downloading again from scratch");
+                progress.send_modify(|state| state.bytes_done = 0);
+            }
+        }
+    }
+}
+
+fn verify(remote: &Remote, transferred: &Transferred, file: &str) -> Result<(), HubError> {
+    if let Some(expected) = remote.size {
+        if expected != transferred.length {
             return Err(HubError::Verification {
                 file: file.to_string(),
-                message: format!("expected {expected} bytes, received {received}"),
+                message: format!("expected {expected} bytes, received {}", transferred.length),
             });
         }
     }
-    if let Some(hasher) = hasher {
-        let actual = hex::encode(hasher.finalize());
-        if !actual.eq_ignore_ascii_case(&identity.etag) {
+    if let Some(actual) = &transferred.sha256 {
+        if !actual.eq_ignore_ascii_case(&remote.etag) {
             return Err(HubError::Verification {
                 file: file.to_string(),
-                message: format!("sha256 {actual} does not match the Hub's {}", identity.etag),
+                message: format!("sha256 {actual} does not match the Hub's {}", remote.etag),
             });
         }
     }

@@ -1,16 +1,26 @@
 //! The one place that downloads.
 //!
 //! [`Hub::fetch`] brings every file of a model into the Hugging Face cache concurrently
-//! and returns their local paths. Everything here is async; nothing blocks the runtime's
-//! threads (file moves and fsync run on the blocking pool). A file enters the cache
-//! only complete and verified (size, and sha256 where the Hub's ETag is one), by atomic
-//! rename. Many callers asking for one file share one transfer (single flight), and a
-//! transfer outlives a caller that stops waiting for it.
+//! and returns their local paths. Big files come as parallel byte ranges; every
+//! connection counts against one limit shared by all files. Everything here is async;
+//! nothing blocks the runtime's threads (writes, hashing, fsync and moves run on the
+//! blocking pool). Transient failures are retried with backoff, stalled connections
+//! restarted, and partial downloads resumed, within a process and after a restart.
+//! A file enters the cache only complete and verified (size, and sha256 where the Hub's
+//! ETag is one), by atomic rename. Many callers asking for one file share one transfer
+//! (single flight, in-process by a map of transfers, across processes by lock files),
+//! and a transfer outlives a caller that stops waiting for it.
 
 mod cache;
 mod config;
 mod download;
+mod lock;
+mod metadata;
 pub mod names;
+mod progress;
+mod ranges;
+mod retry;
+mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,8 +29,10 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::{watch, Semaphore};
 
-pub use cache::RepoCache;
+pub use cache::{CachedRepo, RepoCache};
 pub use config::{HubConfig, DEFAULT_ENDPOINT};
+pub use lock::{host_name, LockHolder};
+pub use retry::RetryPolicy;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum HubError {
@@ -64,13 +76,23 @@ pub struct FileProgress {
     pub outcome: Option<Result<PathBuf, HubError>>,
 }
 
-/// A progress report about one file of a [`Hub::fetch`].
+/// A progress report about one file of a [`Hub::fetch`], with the whole fetch's totals.
 #[derive(Debug, Clone)]
 pub struct FetchProgress {
     pub file: String,
     pub file_bytes_done: u64,
     pub file_bytes_total: Option<u64>,
     pub file_done: bool,
+    /// Bytes of all the fetch's files present so far (cached and resumed bytes included).
+    pub model_bytes_done: u64,
+    /// Bytes of all the fetch's files, once every file's size is known.
+    pub model_bytes_total: Option<u64>,
+    pub files_done: usize,
+    pub files_total: usize,
+    /// Smoothed transfer rate of the fetch (bytes found on disk do not count).
+    pub bytes_per_second: f64,
+    /// Time left at that rate, once the total is known and bytes are moving.
+    pub eta: Option<std::time::Duration>,
 }
 
 /// Where a caller wants progress reports; called from async tasks, so keep it cheap.
@@ -111,23 +133,33 @@ pub struct Hub {
 
 struct HubInner {
     config: HubConfig,
+    /// For the bytes: follows redirects (reqwest drops the token on a cross-host one).
     client: reqwest::Client,
+    /// For HEAD requests: redirects are not followed, so the Hub's identity headers on a
+    /// CDN redirect can be read.
+    metadata_client: reqwest::Client,
     /// Transfers under way, by (repo, revision, file); each publishes its progress.
     in_flight: Mutex<HashMap<InFlightKey, watch::Receiver<FileProgress>>>,
-    /// Bounds the connections open at once.
+    /// Bounds the files transferring at once.
+    files: Semaphore,
+    /// Bounds the connections open at once, across all files and their parts.
     connections: Semaphore,
 }
 
 impl Hub {
     pub fn new(config: HubConfig) -> Result<Self, HubError> {
-        let client = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(std::time::Duration::from_secs(20))
-            .read_timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| HubError::Http { url: config.endpoint.clone(), message: e.to_string() })?;
-        let connections = Semaphore::new(config.max_concurrent_files.max(1));
-        Ok(Hub { inner: Arc::new(HubInner { config, client, in_flight: Mutex::new(HashMap::new()), connections }) })
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(config.user_agent.clone())
+                .connect_timeout(config.stall_timeout.min(std::time::Duration::from_secs(20)))
+        };
+        let build_error = |e: reqwest::Error| HubError::Http { url: config.endpoint.clone(), message: e.to_string() };
+        let client = builder().build().map_err(build_error)?;
+        let metadata_client = builder().redirect(reqwest::redirect::Policy::none()).build().map_err(build_error)?;
+        let files = Semaphore::new(config.max_concurrent_files.max(1));
+        let connections = Semaphore::new(config.max_connections.max(1));
+        let in_flight = Mutex::new(HashMap::new());
+        Ok(Hub { inner: Arc::new(HubInner { config, client, metadata_client, in_flight, files, connections }) })
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -144,6 +176,33 @@ impl Hub {
         files.iter().all(|file| cache.cached_file(&repo.revision, file).is_some())
     }
 
+    /// The model repos in the cache, with their sizes on disk.
+    pub async fn cached_repos(&self) -> Result<Vec<CachedRepo>, HubError> {
+        let cache_dir = self.inner.config.cache_dir.clone();
+        tokio::task::spawn_blocking(move || cache::cached_repos(&cache_dir))
+            .await
+            .map_err(|e| HubError::io(&self.inner.config.cache_dir, e))
+    }
+
+    /// Deletes `repo`'s cache folder and returns the bytes freed (0 if it was not cached).
+    /// The name is checked first, so nothing outside the cache can be named.
+    pub async fn remove_repo(&self, repo: &str) -> Result<u64, HubError> {
+        names::check_repo_id(repo)?;
+        let root = self.repo_cache(repo).root().to_path_buf();
+        let target = root.clone();
+        tokio::task::spawn_blocking(move || {
+            if !target.exists() {
+                return Ok(0);
+            }
+            let bytes = cache::disk_usage(&target);
+            std::fs::remove_dir_all(&target)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| HubError::io(&root, e))?
+        .map_err(|e: std::io::Error| HubError::io(&root, e))
+    }
+
     /// Brings every one of `files` of `repo` into the cache, all at once, and returns
     /// their local paths. Progress reports go to `progress`, if given.
     pub async fn fetch(
@@ -157,18 +216,24 @@ impl Hub {
         for file in files {
             names::check_file_name(file)?;
         }
+        let progress = progress.map(|sink| Arc::new(progress::ModelProgress::new(files, sink)));
         let fetches = files.iter().map(|file| self.fetch_file(repo, file, progress.clone()));
         let paths = futures::future::try_join_all(fetches).await?;
         Ok(ModelFiles { repo: repo.clone(), files: files.iter().cloned().zip(paths).collect() })
     }
 
     /// One file: from the cache, or by joining the transfer under way, or by starting one.
-    async fn fetch_file(&self, repo: &RepoRef, file: &str, progress: Option<ProgressSink>) -> Result<PathBuf, HubError> {
+    async fn fetch_file(
+        &self,
+        repo: &RepoRef,
+        file: &str,
+        progress: Option<Arc<progress::ModelProgress>>,
+    ) -> Result<PathBuf, HubError> {
         let cache = self.repo_cache(&repo.repo);
         if let Some(path) = cache.cached_file(&repo.revision, file) {
-            if let Some(sink) = &progress {
+            if let Some(progress) = &progress {
                 let size = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
-                sink(FetchProgress { file: file.to_string(), file_bytes_done: size.unwrap_or(0), file_bytes_total: size, file_done: true });
+                progress.report(file, size.unwrap_or(0), size, true);
             }
             return Ok(path);
         }
@@ -183,13 +248,8 @@ impl Hub {
         let mut receiver = self.join_or_start(repo, file);
         loop {
             let state = receiver.borrow_and_update().clone();
-            if let Some(sink) = &progress {
-                sink(FetchProgress {
-                    file: file.to_string(),
-                    file_bytes_done: state.bytes_done,
-                    file_bytes_total: state.bytes_total,
-                    file_done: state.outcome.is_some(),
-                });
+            if let Some(progress) = &progress {
+                progress.report(file, state.bytes_done, state.bytes_total, state.outcome.is_some());
             }
             if let Some(outcome) = state.outcome {
                 return outcome;
@@ -216,7 +276,7 @@ impl Hub {
         // A task of its own: the transfer goes on for the others if the first caller goes away.
         tokio::spawn(async move {
             let outcome = {
-                let _permit = hub.inner.connections.acquire().await.expect("semaphore never closed");
+                let _permit = hub.inner.files.acquire().await.expect("semaphore never closed");
                 download::download_file(&hub, &repo, &file, &sender).await
             };
             if let Err(error) = &outcome {
