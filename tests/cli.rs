@@ -2,23 +2,9 @@
 
 mod support;
 
-use std::process::Output;
-
 use hubmirror::Faults;
-use support::{guest, minilm_mirror, MINILM};
+use support::{guest, lantern, minilm_mirror, MINILM};
 
-async fn lantern(args: &[&str], endpoint: &str, home: &std::path::Path) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_lantern"))
-        .args(args)
-        .env("HF_ENDPOINT", endpoint)
-        .env("HF_HOME", home)
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_TOKEN")
-        .output()
-        .await
-        .expect("running lantern")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use hubmirror::{ErrorStatus, Faults, Mirror, Stall};
 use lantern::hub::{FetchProgress, Hub, HubError, LockHolder, RepoRef};
-use support::{mirror_of, quick_hub_config, write_random_repo};
+use support::{lantern, mirror_of, quick_hub_config, write_random_repo};
 
 const REPO: &str = "test-org/test-model";
 
@@ -336,19 +336,6 @@ async fn the_token_goes_to_the_endpoint_only_never_across_a_redirect() {
     assert!(fixture.mirror.stats().authorized_requests() >= 1, "the endpoint never saw the token");
     assert_eq!(cdn.stats().get_requests(REPO, "model.bin"), 1, "the bytes did not come from the redirect target");
     assert_eq!(cdn.stats().authorized_requests(), 0, "the token leaked to another host");
-}
-
-async fn lantern(args: &[&str], endpoint: &str, home: &Path) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_lantern"))
-        .args(args)
-        .env("HF_ENDPOINT", endpoint)
-        .env("HF_HOME", home)
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_TOKEN")
-        .output()
-        .await
-        .expect("running lantern")
 }
 
 #[tokio::test]

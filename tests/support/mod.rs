@@ -174,3 +174,18 @@ pub fn write_random_repo(dir: &Path, files: &[(&str, usize)]) {
 pub async fn mirror_of(id: &str, dir: &Path, faults: Faults) -> Mirror {
     Mirror::builder().repo(id, dir).faults(faults).serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("starting the test hub")
 }
+
+/// Runs the `lantern` binary configured the way a user does it: HF_ENDPOINT and HF_HOME
+/// (and none of the other HF_* variables of the environment running the tests).
+pub async fn lantern(args: &[&str], endpoint: &str, home: &Path) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(args)
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HOME", home)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .output()
+        .await
+        .expect("running lantern")
+}
