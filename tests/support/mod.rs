@@ -110,6 +110,7 @@ pub fn json(result: &Result<String, String>) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("plugin answer is not JSON ({e}): {text}"))
 }
 
+pub mod splitmix;
 pub mod tiny;
 
 /// A local hub serving the real MiniLM repo and every tiny generated family repo

@@ -7,6 +7,7 @@
 //! dimensions); their vectors mean nothing. The tokenizer is MiniLM's `tokenizer.json`
 //! (ids below 30522), so every tiny config has a vocabulary of 30528.
 
+use super::splitmix::SplitMix64;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -28,35 +29,21 @@ const KV_HEADS: usize = 2;
 const MAX_POSITIONS: usize = 512;
 pub const STELLA_HEADS: [usize; 7] = [256, 768, 1024, 2048, 4096, 6144, 8192];
 
-/// SplitMix64: a fixed, dependency-free random source.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Named tensors filled from the seeded source in the order they are added.
 struct Checkpoint {
     tensors: BTreeMap<String, Tensor>,
-    rng: Rng,
+    rng: SplitMix64,
 }
 
 impl Checkpoint {
     fn new(seed: u64) -> Self {
-        Checkpoint { tensors: BTreeMap::new(), rng: Rng(seed) }
+        Checkpoint { tensors: BTreeMap::new(), rng: SplitMix64(seed) }
     }
 
     /// Uniform in ±0.2 around `center`: 0 for weights, 1 for norm scales.
     fn add(&mut self, name: impl Into<String>, shape: &[usize], center: f32) {
         let count: usize = shape.iter().product();
-        let values: Vec<f32> = (0..count).map(|_| center + (self.rng.next_f32() - 0.5) * 0.4).collect();
+        let values: Vec<f32> = (0..count).map(|_| center + (self.rng.next_unit() - 0.5) * 0.4).collect();
         self.tensors.insert(name.into(), Tensor::from_vec(values, shape, &Device::Cpu).unwrap());
     }
 

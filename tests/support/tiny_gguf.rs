@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+use crate::support::splitmix::SplitMix64;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -80,17 +81,14 @@ pub fn gpt2_byte_char(byte: u8) -> char {
     char::from_u32(256 + shift).unwrap()
 }
 
-/// A splitmix64 stream: deterministic weights without a random-number crate.
-struct Rng(u64);
+/// Uniform in [-1, 1) from the shared SplitMix64 stream.
+trait Uniform {
+    fn uniform(&mut self) -> f32;
+}
 
-impl Rng {
+impl Uniform for SplitMix64 {
     fn uniform(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        self.next_unit() * 2.0 - 1.0
     }
 }
 
@@ -157,7 +155,7 @@ fn sentencepiece_vocab(specials: &[&str]) -> Vocab {
 }
 
 struct Writer {
-    rng: Rng,
+    rng: SplitMix64,
     tensors: Vec<(String, QTensor)>,
 }
 
@@ -289,7 +287,7 @@ pub fn write(spec: &Spec, path: &Path) -> Vec<String> {
         VocabStyle::SentencePiece => sentencepiece_vocab(spec.specials),
     };
     let n_vocab = vocab.tokens.len();
-    let mut w = Writer { rng: Rng(spec.seed), tensors: vec![] };
+    let mut w = Writer { rng: SplitMix64(spec.seed), tensors: vec![] };
     w.random("token_embd.weight", &[n_vocab, HIDDEN]);
     // Output rows of tokens that must never be picked are zero: their logit is 0 while
     // the best of ~100 random logits is positive.
