@@ -42,14 +42,13 @@ pub(super) async fn download_file(
     }
 
     let (commit, etag, revision, file_name) = (remote.commit.clone(), remote.etag.clone(), repo.revision.clone(), file.to_string());
-    let link = tokio::task::spawn_blocking(move || -> Result<PathBuf, HubError> {
-        let link = cache.link_snapshot(&commit, &file_name, &etag).map_err(|e| HubError::io(cache.root(), e))?;
-        cache.write_ref(&revision, &commit).map_err(|e| HubError::io(cache.root(), e))?;
+    let root = cache.root().to_path_buf();
+    super::blocking_io(&root, move || {
+        let link = cache.link_snapshot(&commit, &file_name, &etag)?;
+        cache.write_ref(&revision, &commit)?;
         Ok(link)
     })
     .await
-    .map_err(|e| HubError::Io { path: file.to_string(), message: e.to_string() })??;
-    Ok(link)
 }
 
 /// Transfers and verifies the blob, then renames it into place. Bytes that fail the

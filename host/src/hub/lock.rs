@@ -125,13 +125,6 @@ fn touch(path: &Path) -> std::io::Result<()> {
     std::fs::OpenOptions::new().write(true).open(path)?.set_modified(SystemTime::now())
 }
 
-async fn blocking<T: Send + 'static>(path: &Path, work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, HubError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| HubError::io(path, e))?
-        .map_err(|e| HubError::io(path, e))
-}
-
 /// Takes the lock on `blob`, waiting while another live process holds it.
 pub async fn acquire(lock_path: &Path, blob: &Path, config: &HubConfig) -> Result<Acquired, HubError> {
     let holder = LockHolder::this_process();
@@ -141,16 +134,16 @@ pub async fn acquire(lock_path: &Path, blob: &Path, config: &HubConfig) -> Resul
             return Ok(Acquired::BlobAppeared);
         }
         let (path, me) = (lock_path.to_path_buf(), holder.clone());
-        if blocking(lock_path, move || try_create(&path, &me)).await? {
+        if super::blocking_io(lock_path, move || try_create(&path, &me)).await? {
             let heartbeat = tokio::spawn(refresh_forever(lock_path.to_path_buf(), config.lock_refresh));
             return Ok(Acquired::Locked(BlobLock { path: lock_path.to_path_buf(), token: holder.token, heartbeat }));
         }
         let (path, stale_after, host) = (lock_path.to_path_buf(), config.lock_stale_after, holder.host.clone());
-        let stale = blocking(lock_path, move || Ok(is_stale(&path, stale_after, &host))).await?;
+        let stale = super::blocking_io(lock_path, move || Ok(is_stale(&path, stale_after, &host))).await?;
         if stale {
             tracing::info!(lock = %lock_path.display(), "taking over a stale download lock");
             let path = lock_path.to_path_buf();
-            blocking(lock_path, move || {
+            super::blocking_io(lock_path, move || {
                 take_over(&path);
                 Ok(())
             })

@@ -190,7 +190,7 @@ impl Hub {
         names::check_repo_id(repo)?;
         let root = self.repo_cache(repo).root().to_path_buf();
         let target = root.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking_io(&root, move || {
             if !target.exists() {
                 return Ok(0);
             }
@@ -199,8 +199,6 @@ impl Hub {
             Ok(bytes)
         })
         .await
-        .map_err(|e| HubError::io(&root, e))?
-        .map_err(|e: std::io::Error| HubError::io(&root, e))
     }
 
     /// Brings every one of `files` of `repo` into the cache, all at once, and returns
@@ -289,4 +287,13 @@ impl Hub {
         });
         receiver
     }
+}
+
+/// Runs file work on the blocking pool (never on the runtime's threads); any failure,
+/// the pool's included, is an I/O error about `path`.
+async fn blocking_io<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, HubError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| HubError::io(path, e))?.map_err(|e| HubError::io(path, e))
 }

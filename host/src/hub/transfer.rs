@@ -68,13 +68,6 @@ impl Shared {
     }
 }
 
-async fn blocking<T: Send + 'static>(path: &Path, work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, HubError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| HubError::io(path, e))?
-        .map_err(|e| HubError::io(path, e))
-}
-
 /// Downloads `remote` into `incomplete`, resuming from `sidecar` when it matches.
 pub async fn transfer(
     hub: &Hub,
@@ -89,7 +82,7 @@ pub async fn transfer(
     let resumable = remote.size.filter(|_| remote.accepts_ranges);
     let (previous, incomplete_path, sidecar_path) = (resumable, incomplete.to_path_buf(), sidecar.to_path_buf());
     let etag = remote.etag.clone();
-    let resumed = blocking(incomplete, move || {
+    let resumed = super::blocking_io(incomplete, move || {
         let size = match previous {
             Some(size) => size,
             None => return Ok(None),
@@ -112,7 +105,7 @@ pub async fn transfer(
     }
 
     let (path, size, fresh) = (incomplete.to_path_buf(), remote.size, resumed.is_none());
-    let file = blocking(incomplete, move || {
+    let file = super::blocking_io(incomplete, move || {
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         if fresh {
             file.set_len(0)?;
@@ -153,7 +146,7 @@ pub async fn transfer(
         async move {
             if let Some(record) = record {
                 let target = path.clone();
-                if let Err(error) = blocking(&path, move || ranges::save(&target, &record)).await {
+                if let Err(error) = super::blocking_io(&path, move || ranges::save(&target, &record)).await {
                     tracing::warn!(%error, "could not record download progress");
                 }
             }
@@ -189,7 +182,7 @@ pub async fn transfer(
     progress.send_modify(|state| state.bytes_done = length);
 
     let (file, path, want_hash) = (shared.file.clone(), incomplete.to_path_buf(), is_sha256(&remote.etag));
-    let sha256 = blocking(incomplete, move || {
+    let sha256 = super::blocking_io(incomplete, move || {
         file.sync_all()?;
         Ok(match streamed_hasher {
             Some(hasher) => Some(hex::encode(hasher.finalize())),
