@@ -147,6 +147,7 @@ async fn world() -> World {
             family: Family::GgufLlm,
             capabilities: vec![Capability::TextGeneration],
             files: vec![checkpoint.file.into()],
+            other_repos: Vec::new(),
             description: "tiny random test checkpoint".into(),
         });
     }

@@ -23,6 +23,14 @@ pub enum Family {
     GteQwen2,
     /// NV-Embed v2: Mistral decoder, latent-attention pooling.
     NvEmbed,
+    /// Stable Diffusion 3.5 (MMDiT + VAE in one file, CLIP-L, CLIP-G and T5-XXL encoders).
+    Sd35,
+    /// FLUX.1 (transformer, autoencoder, T5-XXL and CLIP-L encoders).
+    Flux,
+    /// CLIP: image and text towers in one embedding space.
+    Clip,
+    /// LLaVA 1.5: a CLIP vision tower, a projector and a Llama language model.
+    Llava,
 }
 
 impl Family {
@@ -34,6 +42,10 @@ impl Family {
             Family::Stella => "stella",
             Family::GteQwen2 => "gte-qwen2",
             Family::NvEmbed => "nv-embed",
+            Family::Sd35 => "sd3.5",
+            Family::Flux => "flux",
+            Family::Clip => "clip",
+            Family::Llava => "llava",
         }
     }
 }
@@ -49,13 +61,41 @@ pub struct CatalogEntry {
     pub capabilities: Vec<Capability>,
     /// Paths inside the repo that the family loads; all are fetched concurrently.
     pub files: Vec<String>,
+    /// Files the model takes from other repos (tokenizers, text encoders, configs),
+    /// fetched together with `files`; families read them with `ModelFiles::path_in`.
+    pub other_repos: Vec<RepoFiles>,
     /// One line for `lantern models`.
     pub description: String,
+}
+
+/// Some files of one repo at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoFiles {
+    pub repo: RepoRef,
+    pub files: Vec<String>,
+}
+
+impl RepoFiles {
+    pub fn new(repo: RepoRef, files: &[&str]) -> Self {
+        RepoFiles { repo, files: files.iter().map(|f| f.to_string()).collect() }
+    }
 }
 
 impl CatalogEntry {
     pub fn offers(&self, capability: Capability) -> bool {
         self.capabilities.contains(&capability)
+    }
+
+    /// Every repo the model's files come from, its own first, with the files of each.
+    pub fn all_repos(&self) -> Vec<(RepoRef, Vec<String>)> {
+        let mut parts = vec![(self.repo.clone(), self.files.clone())];
+        parts.extend(self.other_repos.iter().map(|part| (part.repo.clone(), part.files.clone())));
+        parts
+    }
+
+    /// How many files the model has, across all its repos.
+    pub fn file_count(&self) -> usize {
+        self.files.len() + self.other_repos.iter().map(|part| part.files.len()).sum::<usize>()
     }
 }
 
@@ -77,6 +117,7 @@ impl Catalog {
             files: ["config.json", "tokenizer.json", "model.safetensors", "1_Pooling/config.json", "sentence_bert_config.json"]
                 .map(String::from)
                 .to_vec(),
+            other_repos: Vec::new(),
             description: "MiniLM-L6 sentence embeddings, 384 dims, mean pooling, max 256 tokens (90 MB)".into(),
         });
         catalog.insert(CatalogEntry {
@@ -85,9 +126,10 @@ impl Catalog {
             family: Family::GgufLlm,
             capabilities: vec![Capability::TextGeneration],
             files: vec!["SmolLM2-135M-Instruct.Q4_1.gguf".into()],
+            other_repos: Vec::new(),
             description: "SmolLM2-135M-Instruct chat model, llama architecture, Q4_1 GGUF (98 MB)".into(),
         });
-        for entry in embedding_entries() {
+        for entry in embedding_entries().into_iter().chain(image_entries()) {
             catalog.insert(entry);
         }
         catalog
@@ -123,6 +165,7 @@ fn text_embedder(key: &str, family: Family, weights: Vec<String>, description: &
         family,
         capabilities: vec![Capability::TextEmbedding],
         files,
+        other_repos: Vec::new(),
         description: description.into(),
     }
 }
@@ -161,6 +204,105 @@ fn embedding_entries() -> Vec<CatalogEntry> {
             Family::NvEmbed,
             sharded(4),
             "NV-Embed v2 (Mistral 7B), 4096 dims, latent-attention pooling, instructions (30 GB)",
+        ),
+    ]
+}
+
+/// Where SD 3.5 and FLUX take their text encoders' configs and tokenizers from, as the
+/// reference implementations do.
+pub mod text_encoder_repos {
+    use crate::hub::RepoRef;
+
+    /// T5-XXL v1.1: `config.json` (and, for FLUX, the encoder weights `model.safetensors`).
+    /// The safetensors weights exist only on the `refs/pr/2` branch.
+    pub fn t5_xxl() -> RepoRef {
+        RepoRef { repo: "google/t5-v1_1-xxl".into(), revision: "refs/pr/2".into() }
+    }
+    /// The T5 tokenizer as one `tokenizer.json` (`t5-v1_1-xxl.tokenizer.json`).
+    pub const T5_TOKENIZER: &str = "lmz/mt5-tokenizers";
+    /// CLIP ViT-L/14: its text tower is SD 3.5's CLIP-L and FLUX's CLIP.
+    pub const CLIP_L: &str = "openai/clip-vit-large-patch14";
+    /// OpenCLIP ViT-bigG/14: SD 3.5's CLIP-G tokenizer.
+    pub const CLIP_G: &str = "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k";
+}
+
+fn entry(key: &str, family: Family, capabilities: &[Capability], files: &[&str], other_repos: Vec<RepoFiles>, description: &str) -> CatalogEntry {
+    CatalogEntry {
+        key: key.into(),
+        repo: RepoRef::main(key),
+        family,
+        capabilities: capabilities.to_vec(),
+        files: files.iter().map(|f| f.to_string()).collect(),
+        other_repos,
+        description: description.into(),
+    }
+}
+
+/// Text-to-image, CLIP and LLaVA models with the real repos' file layouts.
+fn image_entries() -> Vec<CatalogEntry> {
+    use text_encoder_repos::{t5_xxl, CLIP_G, CLIP_L, T5_TOKENIZER};
+    vec![
+        entry(
+            "stabilityai/stable-diffusion-3.5-large-turbo",
+            Family::Sd35,
+            &[Capability::TextToImage],
+            &[
+                "sd3.5_large_turbo.safetensors",
+                "text_encoders/clip_l.safetensors",
+                "text_encoders/clip_g.safetensors",
+                "text_encoders/t5xxl_fp16.safetensors",
+            ],
+            vec![
+                RepoFiles::new(t5_xxl(), &["config.json"]),
+                RepoFiles::new(RepoRef::main(T5_TOKENIZER), &["t5-v1_1-xxl.tokenizer.json"]),
+                RepoFiles::new(RepoRef::main(CLIP_L), &["tokenizer.json"]),
+                RepoFiles::new(RepoRef::main(CLIP_G), &["tokenizer.json"]),
+            ],
+            "Stable Diffusion 3.5 Large Turbo: MMDiT 8B, 4 steps, 1024x1024; gated, accept the licence (28 GB)",
+        ),
+        entry(
+            "black-forest-labs/FLUX.1-schnell",
+            Family::Flux,
+            &[Capability::TextToImage],
+            &["flux1-schnell.safetensors", "ae.safetensors", "tokenizer_2/tokenizer.json"],
+            vec![
+                RepoFiles::new(t5_xxl(), &["config.json", "model.safetensors"]),
+                RepoFiles::new(RepoRef::main(CLIP_L), &["model.safetensors", "tokenizer.json"]),
+            ],
+            "FLUX.1 schnell: 12B flow transformer, 4 steps, 1024x1024, Apache-2.0 (70 GB with the fp32 T5)",
+        ),
+        entry(
+            "openai/clip-vit-base-patch32",
+            Family::Clip,
+            &[Capability::ImageEmbedding],
+            &["config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"],
+            Vec::new(),
+            "CLIP ViT-B/32: image and text embeddings in one 512-dim space, 224x224 (0.6 GB)",
+        ),
+        entry(
+            "openai/clip-vit-large-patch14-336",
+            Family::Clip,
+            &[Capability::ImageEmbedding],
+            &["config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"],
+            Vec::new(),
+            "CLIP ViT-L/14 at 336 px: image and text embeddings in one 768-dim space (1.7 GB)",
+        ),
+        entry(
+            "llava-hf/llava-1.5-7b-hf",
+            Family::Llava,
+            &[Capability::VisionLanguage],
+            &[
+                "config.json",
+                "generation_config.json",
+                "preprocessor_config.json",
+                "tokenizer.json",
+                "model.safetensors.index.json",
+                "model-00001-of-00003.safetensors",
+                "model-00002-of-00003.safetensors",
+                "model-00003-of-00003.safetensors",
+            ],
+            Vec::new(),
+            "LLaVA 1.5 7B: answers questions about an image, streamed; CLIP ViT-L/14-336 + Vicuna (14 GB)",
         ),
     ]
 }

@@ -27,6 +27,7 @@ pub mod catalog;
 pub mod error;
 pub mod families;
 pub mod hub;
+pub mod image_codec;
 pub mod memory_budget;
 pub mod policy;
 pub mod registry;

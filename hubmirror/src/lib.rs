@@ -333,13 +333,19 @@ fn hub_error(status: StatusCode, code: &'static str, message: String) -> Respons
     response
 }
 
+fn is_pull_request_ref(rev: &str) -> bool {
+    rev.strip_prefix("refs/pr/").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn find_repo<'a>(shared: &'a Shared, org: &str, name: &str, rev: &str) -> Result<&'a Repo, Response> {
     let id = format!("{org}/{name}");
     let repo = shared
         .repos
         .get(&id)
         .ok_or_else(|| hub_error(StatusCode::NOT_FOUND, "RepoNotFound", format!("Repository not found: {id}")))?;
-    if rev != "main" && rev != repo.commit {
+    // The mirror serves one version of each repo: `main`, its commit id, and pull-request
+    // refs (`refs/pr/N`, where some upstream repos keep their safetensors) all name it.
+    if rev != "main" && rev != repo.commit && !is_pull_request_ref(rev) {
         return Err(hub_error(StatusCode::NOT_FOUND, "RevisionNotFound", format!("Invalid rev id: {rev}")));
     }
     Ok(repo)
@@ -406,7 +412,7 @@ async fn resolve(
             .header("x-repo-commit", &repo.commit)
     };
     if let Some(target) = &faults.redirect_to {
-        let location = format!("{}/{org}/{name}/resolve/{rev}/{path}", target.trim_end_matches('/'));
+        let location = format!("{}/{org}/{name}/resolve/{}/{path}", target.trim_end_matches('/'), rev.replace('/', "%2F"));
         return identity(Response::builder().status(StatusCode::FOUND).header(header::LOCATION, location))
             .body(Body::empty())
             .unwrap();

@@ -112,6 +112,11 @@ pub fn json(result: &Result<String, String>) -> serde_json::Value {
 
 pub mod splitmix;
 pub mod tiny;
+pub mod tiny_clip;
+pub mod tiny_flux;
+pub mod tiny_llava;
+pub mod tiny_sd35;
+pub mod tiny_tokenizers;
 
 /// A local hub serving the real MiniLM repo and every tiny generated family repo
 /// (written under `root`).

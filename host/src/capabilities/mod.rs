@@ -5,12 +5,16 @@
 
 mod embedding;
 mod generation;
+mod image;
+mod vision;
 
 pub use embedding::{EmbedRequest, EmbedTask, Embeddings, TextEmbedder};
 pub use generation::{
     ChatMessage, ChatRole, FinishReason, Generated, GenerationEvent, GenerationSink, PreparedPrompt, PromptInput, SamplingParams,
     TextGenerator, Usage,
 };
+pub use image::{GeneratedImage, ImageGenerator, ImageModelLimits, ImageRequest, ImageSink};
+pub use vision::{ImageEmbedder, VisionLanguageModel, VisionPrompt};
 
 /// What a catalog model can do (mirrors the WIT `capability` enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

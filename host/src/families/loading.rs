@@ -71,8 +71,8 @@ pub fn accept_missing_prefix<'a>(weights: VarBuilder<'a>, prefix: &'static str, 
 /// Bytes of the weight files among `files`: what a loaded model roughly occupies.
 pub fn weight_bytes(files: &ModelFiles) -> u64 {
     files
-        .iter()
-        .filter(|(name, _)| name.ends_with(".safetensors"))
+        .iter_all()
+        .filter(|(name, _)| name.ends_with(".safetensors") || name.ends_with(".gguf"))
         .filter_map(|(_, path)| std::fs::metadata(path).ok())
         .map(|m| m.len())
         .sum()

@@ -3,22 +3,27 @@
 //! calls these on worker threads.
 
 pub mod bert;
+pub mod clip;
 pub mod decoding;
+pub mod diffusion;
+pub mod flux;
 pub mod gguf;
 pub mod gte_qwen2;
 mod heads;
 pub mod jina_bert;
+pub mod llava;
 mod loading;
 pub mod nvembed;
 pub mod pipeline;
 mod pooling;
+pub mod sd35;
 pub mod stella;
 
 use std::sync::Arc;
 
 use candle_core::Device;
 
-use crate::capabilities::{TextEmbedder, TextGenerator};
+use crate::capabilities::{ImageEmbedder, ImageGenerator, TextEmbedder, TextGenerator, VisionLanguageModel};
 use crate::catalog::Family;
 use crate::error::{LanternError, LanternResult};
 use crate::hub::ModelFiles;
@@ -45,5 +50,30 @@ pub fn load_text_generator(family: Family, files: &ModelFiles, device: &Device) 
     match family {
         Family::GgufLlm => Ok(Arc::new(gguf::GgufLlm::load(files, device)?)),
         other => Err(LanternError::ModelNotSupported(format!("family {} does not generate text", other.name()))),
+    }
+}
+
+/// Loads a text-to-image model of `family`.
+pub fn load_image_generator(family: Family, files: &ModelFiles, device: &Device) -> LanternResult<Arc<dyn ImageGenerator>> {
+    match family {
+        Family::Sd35 => Ok(Arc::new(sd35::load(files, device)?)),
+        Family::Flux => Ok(Arc::new(flux::load(files, device)?)),
+        other => Err(LanternError::ModelNotSupported(format!("family {} does not generate images", other.name()))),
+    }
+}
+
+/// Loads a CLIP-style image and text embedder of `family`.
+pub fn load_image_embedder(family: Family, files: &ModelFiles, device: &Device) -> LanternResult<Arc<dyn ImageEmbedder>> {
+    match family {
+        Family::Clip => Ok(Arc::new(clip::load(files, device)?)),
+        other => Err(LanternError::ModelNotSupported(format!("family {} does not embed images", other.name()))),
+    }
+}
+
+/// Loads a vision-language model of `family`.
+pub fn load_vision_language(family: Family, files: &ModelFiles, device: &Device) -> LanternResult<Arc<dyn VisionLanguageModel>> {
+    match family {
+        Family::Llava => Ok(Arc::new(llava::load(files, device)?)),
+        other => Err(LanternError::ModelNotSupported(format!("family {} does not answer about images", other.name()))),
     }
 }

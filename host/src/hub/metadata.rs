@@ -110,7 +110,9 @@ fn identity(headers: &HeaderMap, repo: &RepoRef, url: &str) -> Result<(String, S
 /// Describes `file` of `repo`, retrying transient failures.
 pub async fn resolve(hub: &Hub, repo: &RepoRef, file: &str) -> Result<Remote, HubError> {
     let config = hub.config();
-    let mut url = format!("{}/{}/resolve/{}/{}", config.endpoint, repo.repo, repo.revision, file);
+    // A revision such as `refs/pr/2` is one path segment, its slashes escaped (as huggingface_hub does).
+    let revision = repo.revision.replace('/', "%2F");
+    let mut url = format!("{}/{}/resolve/{revision}/{}", config.endpoint, repo.repo, file);
     for _ in 0..=MAX_REDIRECTS {
         let response = retry::with_retries(&config.retry, || head(hub, &url, repo, file, config.stall_timeout)).await?;
         let headers = response.headers();

@@ -103,6 +103,8 @@ pub type ProgressSink = Arc<dyn Fn(FetchProgress) + Send + Sync>;
 pub struct ModelFiles {
     pub repo: RepoRef,
     files: BTreeMap<String, PathBuf>,
+    /// Files of the other repos a model draws on (tokenizers, text encoders), by repo id.
+    others: BTreeMap<String, BTreeMap<String, PathBuf>>,
 }
 
 impl ModelFiles {
@@ -113,13 +115,47 @@ impl ModelFiles {
         })
     }
 
+    /// The local path of `file` of another repo the model draws on (see
+    /// [`Hub::fetch_from_repos`]); an error names what is missing (a catalog bug).
+    pub fn path_in(&self, repo: &str, file: &str) -> Result<&Path, crate::error::LanternError> {
+        if repo == self.repo.repo {
+            return self.path(file);
+        }
+        self.others.get(repo).and_then(|files| files.get(file)).map(PathBuf::as_path).ok_or_else(|| {
+            crate::error::LanternError::InferenceFailed(format!("{}: no file {file} of {repo} among those fetched", self.repo.repo))
+        })
+    }
+
+    /// Local files put together by hand (tests, programs that bring their own weights):
+    /// `files` of the model's own repo, by their path in it.
+    pub fn from_local(repo: RepoRef, files: impl IntoIterator<Item = (String, PathBuf)>) -> Self {
+        ModelFiles { repo, files: files.into_iter().collect(), others: BTreeMap::new() }
+    }
+
+    /// Adds local files of another repo (see [`ModelFiles::path_in`]).
+    pub fn with_local_repo(mut self, repo: &str, files: impl IntoIterator<Item = (String, PathBuf)>) -> Self {
+        self.others.entry(repo.to_string()).or_default().extend(files);
+        self
+    }
+
+    /// The model's own files (not those of other repos).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Path)> {
         self.files.iter().map(|(k, v)| (k.as_str(), v.as_path()))
     }
 
+    /// Every file, the other repos' ones included, labelled `{repo}/{file}`.
+    pub fn iter_all(&self) -> impl Iterator<Item = (String, &Path)> {
+        let own = self.files.iter().map(|(k, v)| (k.clone(), v.as_path()));
+        let others = self
+            .others
+            .iter()
+            .flat_map(|(repo, files)| files.iter().map(move |(k, v)| (format!("{repo}/{k}"), v.as_path())));
+        own.chain(others)
+    }
+
     /// Bytes of all files together (following symlinks).
     pub fn total_bytes(&self) -> u64 {
-        self.files.values().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+        self.iter_all().filter_map(|(_, p)| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 }
 
@@ -215,9 +251,45 @@ impl Hub {
             names::check_file_name(file)?;
         }
         let progress = progress.map(|sink| Arc::new(progress::ModelProgress::new(files, sink)));
-        let fetches = files.iter().map(|file| self.fetch_file(repo, file, progress.clone()));
+        let fetches = files.iter().map(|file| self.fetch_file(repo, file, file, progress.clone()));
         let paths = futures::future::try_join_all(fetches).await?;
-        Ok(ModelFiles { repo: repo.clone(), files: files.iter().cloned().zip(paths).collect() })
+        Ok(ModelFiles { repo: repo.clone(), files: files.iter().cloned().zip(paths).collect(), others: BTreeMap::new() })
+    }
+
+    /// Like [`Hub::fetch`] for a model whose files live in several repos (the first is the
+    /// model's own): every file of every repo is in flight at once, under one progress
+    /// report in which files of the other repos are labelled `{repo}/{file}`.
+    pub async fn fetch_from_repos(
+        &self,
+        parts: &[(RepoRef, Vec<String>)],
+        progress: Option<ProgressSink>,
+    ) -> Result<ModelFiles, HubError> {
+        let Some(((main_repo, _), _)) = parts.split_first() else {
+            return Err(HubError::InvalidName("a model needs at least one repo".into()));
+        };
+        let mut labelled = Vec::new();
+        for (index, (repo, files)) in parts.iter().enumerate() {
+            names::check_repo_id(&repo.repo)?;
+            names::check_revision(&repo.revision)?;
+            for file in files {
+                names::check_file_name(file)?;
+                let label = if index == 0 { file.clone() } else { format!("{}/{file}", repo.repo) };
+                labelled.push((repo, file, label));
+            }
+        }
+        let labels: Vec<String> = labelled.iter().map(|(_, _, label)| label.clone()).collect();
+        let progress = progress.map(|sink| Arc::new(progress::ModelProgress::new(&labels, sink)));
+        let fetches = labelled.iter().map(|(repo, file, label)| self.fetch_file(repo, file, label, progress.clone()));
+        let paths = futures::future::try_join_all(fetches).await?;
+        let mut model = ModelFiles { repo: main_repo.clone(), files: BTreeMap::new(), others: BTreeMap::new() };
+        for ((repo, file, _), path) in labelled.into_iter().zip(paths) {
+            if *repo == *main_repo {
+                model.files.insert(file.clone(), path);
+            } else {
+                model.others.entry(repo.repo.clone()).or_default().insert(file.clone(), path);
+            }
+        }
+        Ok(model)
     }
 
     /// One file: from the cache, or by joining the transfer under way, or by starting one.
@@ -225,13 +297,14 @@ impl Hub {
         &self,
         repo: &RepoRef,
         file: &str,
+        label: &str,
         progress: Option<Arc<progress::ModelProgress>>,
     ) -> Result<PathBuf, HubError> {
         let cache = self.repo_cache(&repo.repo);
         if let Some(path) = cache.cached_file(&repo.revision, file) {
             if let Some(progress) = &progress {
                 let size = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
-                progress.report(file, size.unwrap_or(0), size, true);
+                progress.report(label, size.unwrap_or(0), size, true);
             }
             return Ok(path);
         }
@@ -247,7 +320,7 @@ impl Hub {
         loop {
             let state = receiver.borrow_and_update().clone();
             if let Some(progress) = &progress {
-                progress.report(file, state.bytes_done, state.bytes_total, state.outcome.is_some());
+                progress.report(label, state.bytes_done, state.bytes_total, state.outcome.is_some());
             }
             if let Some(outcome) = state.outcome {
                 return outcome;

@@ -1,0 +1,3 @@
+//! The flux family on its tiny checkpoint (placeholder: the family's tests land with it).
+
+mod support;

@@ -1,0 +1,1 @@
+//! Tiny clip checkpoint writer (lands with the family).

@@ -1,0 +1,1 @@
+//! Tiny flux checkpoint writer (lands with the family).

@@ -1,0 +1,1 @@
+//! Tiny llava checkpoint writer (lands with the family).

@@ -1,0 +1,1 @@
+//! Tiny sd35 checkpoint writer (lands with the family).
