@@ -2,6 +2,7 @@
 //! Euler flow-matching sampler, and latents-to-PNG.
 
 pub mod noise;
+pub mod t5;
 pub mod sampler;
 
 use candle_core::{DType, Tensor};
