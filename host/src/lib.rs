@@ -42,7 +42,7 @@ pub use catalog::{Catalog, CatalogEntry, Family};
 pub use error::{LanternError, LanternResult};
 pub use hub::{Hub, HubConfig};
 pub use policy::{DirGrant, ModelAllowList, Policy};
-pub use registry::ModelRegistry;
+pub use registry::{Activity, ModelRegistry};
 pub use runtime::{Plugin, PluginError, RunOutput, Stdio};
 
 /// The embeddable host: one wasmtime engine and one model registry shared by every
@@ -59,6 +59,7 @@ pub struct HostBuilder {
     catalog: Option<Catalog>,
     memory_budget: Option<u64>,
     batch_policy: Option<batching::BatchPolicy>,
+    observer: Option<registry::ActivityObserver>,
 }
 
 impl HostBuilder {
@@ -87,11 +88,22 @@ impl HostBuilder {
         self
     }
 
+    /// Reports downloads and image steps of every plugin's requests (progress bars,
+    /// metrics). Default: none.
+    pub fn observer(mut self, observer: registry::ActivityObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<Host> {
         let hub = Hub::new(self.hub.unwrap_or_else(HubConfig::from_env))?;
         let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, candle_core::Device::Cpu)
             .with_memory_budget(self.memory_budget.unwrap_or(memory_budget::DEFAULT_BUDGET_BYTES))
             .with_batch_policy(self.batch_policy.unwrap_or_default());
+        let registry = match self.observer {
+            Some(observer) => registry.with_observer(observer),
+            None => registry,
+        };
         Ok(Host { runtime: runtime::PluginRuntime::new()?, registry: Arc::new(registry) })
     }
 }

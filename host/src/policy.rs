@@ -45,8 +45,19 @@ pub struct Policy {
     pub max_log_bytes: usize,
     /// Most tokens one generation may ask for.
     pub max_generated_tokens: usize,
-    /// Most generations one plugin may have open at once.
+    /// Most generations one plugin may have open at once (image generations and
+    /// vision answers count too).
     pub max_open_generations: usize,
+    /// Widest and tallest image a plugin may ask a model to generate, in pixels.
+    pub max_image_side: u32,
+    /// Most denoising steps of one image.
+    pub max_image_steps: u32,
+    /// Most images in one `embed-images` call.
+    pub max_images_per_call: usize,
+    /// Most bytes of one encoded image handed to a model.
+    pub max_image_bytes: usize,
+    /// Widest and tallest image the host decodes for a plugin, in pixels.
+    pub max_decoded_side: u32,
 }
 
 impl Default for Policy {
@@ -62,6 +73,11 @@ impl Default for Policy {
             max_log_bytes: 16 << 10,
             max_generated_tokens: 4096,
             max_open_generations: 16,
+            max_image_side: 2048,
+            max_image_steps: 100,
+            max_images_per_call: 64,
+            max_image_bytes: 32 << 20,
+            max_decoded_side: 8192,
         }
     }
 }
@@ -127,6 +143,50 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Checks an image generation's size and steps against this run's limits.
+    pub fn check_image_request(&self, width: u32, height: u32, steps: u32) -> LanternResult<()> {
+        let side = width.max(height);
+        if side > self.max_image_side {
+            return Err(LanternError::LimitExceeded(format!(
+                "a {width}x{height} image is over this run's limit of {0} pixels a side (raise it with lantern run --max-image-side)",
+                self.max_image_side
+            )));
+        }
+        if steps > self.max_image_steps {
+            return Err(LanternError::LimitExceeded(format!(
+                "{steps} steps is over this run's limit of {} (raise it with lantern run --max-image-steps)",
+                self.max_image_steps
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the encoded images a plugin hands to a model: how many, how large.
+    pub fn check_images(&self, images: &[Vec<u8>]) -> LanternResult<()> {
+        if images.len() > self.max_images_per_call {
+            return Err(LanternError::LimitExceeded(format!(
+                "{} images in one call; the limit is {} (lantern run --max-images-per-call)",
+                images.len(),
+                self.max_images_per_call
+            )));
+        }
+        if let Some((index, image)) = images.iter().enumerate().find(|(_, i)| i.len() > self.max_image_bytes) {
+            return Err(LanternError::LimitExceeded(format!(
+                "image {index} is {} bytes; the limit is {} (lantern run --max-image-bytes)",
+                image.len(),
+                self.max_image_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// How large an image the host decodes for this plugin.
+    pub fn decode_limits(&self) -> crate::image_codec::DecodeLimits {
+        crate::image_codec::DecodeLimits { max_side: self.max_decoded_side, ..Default::default() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +198,16 @@ mod tests {
         let policy = policy.allow_model("a/b");
         assert!(policy.check_model("a/b").is_ok());
         assert!(policy.check_model("a/c").is_err());
+    }
+
+    #[test]
+    fn image_limits_name_the_flag_that_raises_them() {
+        let policy = Policy { max_image_side: 512, max_image_steps: 8, max_images_per_call: 2, ..Policy::default() };
+        assert!(policy.check_image_request(512, 256, 8).is_ok());
+        let Err(LanternError::LimitExceeded(message)) = policy.check_image_request(1024, 256, 4) else { panic!() };
+        assert!(message.contains("--max-image-side"), "{message}");
+        let Err(LanternError::LimitExceeded(message)) = policy.check_image_request(64, 64, 9) else { panic!() };
+        assert!(message.contains("--max-image-steps"), "{message}");
+        assert!(matches!(policy.check_images(&[vec![], vec![], vec![]]), Err(LanternError::LimitExceeded(_))));
     }
 }

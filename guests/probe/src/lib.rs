@@ -11,6 +11,12 @@
 //! - `generate MODEL [PROMPT] [--chat] [--system TEXT] [--max N] [--temp T] [--seed S] [--stop TEXT]...`:
 //!   the streamed chunks, their text and how the generation finished.
 //! - `generate-drop MODEL N [generate options]`: reads N chunks, then drops the stream (cancels).
+//! - `image MODEL PROMPT [--width W] [--height H] [--steps N] [--seed S] [--guidance G] [--negative TEXT] [--strict]`:
+//!   the step events and the image (PNG as hex), or the error.
+//! - `image-drop MODEL PROMPT N [image options]`: reads N step events, then drops the generation.
+//! - `clip-images MODEL IMAGE...` and `clip-texts MODEL TEXT...`: CLIP vectors; an IMAGE is a
+//!   path in a granted directory, or `hex:` followed by the bytes in hex.
+//! - `ask MODEL IMAGE QUESTION [generate options]`: the streamed answer about an image.
 //! - `spin`: loops forever (tests the host's timeout and that other work goes on).
 //! - `grow`: allocates until memory runs out (tests the memory limit).
 //! - `read PATH`: reads a file (tests that only granted directories are visible).
@@ -18,6 +24,7 @@
 use lantern_sdk::bindings::lantern::ai::generation::{Message, Prompt, Role, Sampling};
 use lantern_sdk::embeddings::{embed_with, EmbedOptions, EmbedTask};
 use lantern_sdk::generation::FinishReason;
+use lantern_sdk::images::{ImageEvent, ImageParams};
 use lantern_sdk::models::{self, PreparationEvent};
 use lantern_sdk::Error;
 use serde_json::{json, Value};
@@ -124,6 +131,94 @@ fn prepare(model: &str) -> Value {
     }
 }
 
+/// Parses `PROMPT [--width W] [--height H] [--steps N] [--seed S] [--guidance G] [--negative TEXT] [--strict]`.
+fn image_request(args: &[String]) -> Result<(String, ImageParams), String> {
+    let mut params = ImageParams::default();
+    let mut prompt = String::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
+        let number = |text: String| text.parse::<u64>().map_err(|_| format!("{arg} needs a number"));
+        match arg.as_str() {
+            "--width" => params.width = Some(number(value()?)? as u32),
+            "--height" => params.height = Some(number(value()?)? as u32),
+            "--steps" => params.steps = Some(number(value()?)? as u32),
+            "--seed" => params.seed = Some(number(value()?)?),
+            "--guidance" => params.guidance_scale = Some(value()?.parse().map_err(|_| "--guidance needs a number")?),
+            "--negative" => params.negative_prompt = Some(value()?),
+            "--strict" => params.truncate = Some(false),
+            _ => prompt = arg.clone(),
+        }
+    }
+    Ok((prompt, params))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An image argument: `hex:...` inline bytes, or a path in a granted directory.
+fn image_bytes(arg: &str) -> Result<Vec<u8>, String> {
+    if let Some(digits) = arg.strip_prefix("hex:") {
+        return (0..digits.len() / 2)
+            .map(|i| u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|e| e.to_string()))
+            .collect();
+    }
+    std::fs::read(arg).map_err(|e| format!("{arg}: {e}"))
+}
+
+fn image(model: &str, args: &[String], read_at_most: Option<usize>) -> Result<Value, String> {
+    let (prompt, params) = image_request(args)?;
+    let generation = match lantern_sdk::images::generate(model, &prompt, &params) {
+        Ok(generation) => generation,
+        Err(error) => return Ok(error_json(&error)),
+    };
+    let mut steps = Vec::new();
+    loop {
+        if read_at_most.is_some_and(|n| steps.len() >= n) {
+            return Ok(json!({ "steps": steps, "dropped": true }));
+        }
+        match generation.next_event() {
+            Ok(Some(ImageEvent::Step(p))) => steps.push(json!([p.step, p.total])),
+            Ok(Some(ImageEvent::Done(image))) => {
+                return Ok(json!({ "steps": steps, "width": image.width, "height": image.height, "seed": image.seed,
+                                  "truncated_tokens": image.truncated_tokens, "png": hex(&image.png) }))
+            }
+            Ok(None) => return Ok(json!({ "steps": steps, "ended": "without an image" })),
+            Err(error) => return Ok(json!({ "steps": steps, "failed": error_json(&error) })),
+        }
+    }
+}
+
+fn vectors_or_error(result: Result<Vec<Vec<f32>>, Error>) -> Value {
+    match result {
+        Ok(vectors) => json!({ "vectors": vectors }),
+        Err(error) => error_json(&error),
+    }
+}
+
+fn ask(model: &str, args: &[String]) -> Result<Value, String> {
+    let [image, question, rest @ ..] = args else { return Err("ask MODEL IMAGE QUESTION [options]".into()) };
+    let bytes = image_bytes(image)?;
+    let (_, params) = generation_request(rest)?;
+    let mut answer = match lantern_sdk::vision::ask(model, &bytes, question, &params) {
+        Ok(answer) => answer,
+        Err(error) => return Ok(error_json(&error)),
+    };
+    let mut chunks = Vec::new();
+    for chunk in answer.by_ref() {
+        match chunk {
+            Ok(text) => chunks.push(text),
+            Err(error) => return Ok(json!({ "chunks": chunks, "failed": error_json(&error) })),
+        }
+    }
+    let finished = answer.finished().map(|f| {
+        json!({ "reason": finish_name(f.reason), "prompt_tokens": f.usage.prompt_tokens,
+                "generated_tokens": f.usage.generated_tokens })
+    });
+    Ok(json!({ "text": chunks.concat(), "chunks": chunks, "finished": finished }))
+}
+
 impl lantern_sdk::Pipeline for Probe {
     fn run(args: Vec<String>) -> Result<String, String> {
         let (command, rest) = args.split_first().ok_or("usage: probe COMMAND ...")?;
@@ -153,6 +248,19 @@ impl lantern_sdk::Pipeline for Probe {
                 let count = rest.get(1).and_then(|n| n.parse().ok()).ok_or("generate-drop MODEL N [options]")?;
                 generate(&model()?, &rest[2..], Some(count))?
             }
+            "image" => image(&model()?, &rest[1..], None)?,
+            "image-drop" => {
+                let count = rest.get(2).and_then(|n| n.parse().ok()).ok_or("image-drop MODEL PROMPT N [options]")?;
+                let mut args = vec![rest.get(1).cloned().unwrap_or_default()];
+                args.extend_from_slice(rest.get(3..).unwrap_or_default());
+                image(&model()?, &args, Some(count))?
+            }
+            "clip-images" => {
+                let images = rest[1..].iter().map(|arg| image_bytes(arg)).collect::<Result<Vec<_>, _>>()?;
+                vectors_or_error(lantern_sdk::vision::embed_images(&model()?, &images))
+            }
+            "clip-texts" => vectors_or_error(lantern_sdk::vision::embed_texts(&model()?, &rest[1..])),
+            "ask" => ask(&model()?, &rest[1..])?,
             "spin" => {
                 let mut counter: u64 = 0;
                 loop {

@@ -42,6 +42,10 @@ pub struct Generation {
 }
 
 impl Generation {
+    pub(crate) fn from_stream(stream: wit::GenerationStream) -> Self {
+        Generation { stream, finished: None }
+    }
+
     /// How the generation ended, once the last chunk has been read.
     pub fn finished(&self) -> Option<&Finished> {
         self.finished.as_ref()
@@ -80,7 +84,7 @@ impl Iterator for Generation {
 
 /// Starts generating from `prompt`.
 pub fn generate(model: &str, prompt: &Prompt, params: &Sampling) -> Result<Generation, Error> {
-    Ok(Generation { stream: wit::generate(model, prompt, params)?, finished: None })
+    Ok(Generation::from_stream(wit::generate(model, prompt, params)?))
 }
 
 /// Starts the assistant's answer to a conversation (the model's chat template applies).

@@ -31,8 +31,10 @@ pub mod bindings {
 
 pub mod embeddings;
 pub mod generation;
+pub mod images;
 pub mod logging;
 pub mod models;
+pub mod vision;
 
 mod error;
 

@@ -86,6 +86,18 @@ struct RunArgs {
     /// Stop the plugin after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    /// Widest or tallest image the plugin may generate, in pixels.
+    #[arg(long, default_value_t = Policy::default().max_image_side)]
+    max_image_side: u32,
+    /// Most denoising steps of one generated image.
+    #[arg(long, default_value_t = Policy::default().max_image_steps)]
+    max_image_steps: u32,
+    /// Most images the plugin may hand to a model in one call.
+    #[arg(long, default_value_t = Policy::default().max_images_per_call)]
+    max_images_per_call: usize,
+    /// Most bytes of one encoded image the plugin may hand to a model.
+    #[arg(long, default_value_t = Policy::default().max_image_bytes)]
+    max_image_bytes: usize,
     /// Arguments for the plugin, after `--`.
     #[arg(last = true)]
     args: Vec<String>,
@@ -102,7 +114,14 @@ fn dir_grant(spec: &str, writable: bool) -> anyhow::Result<DirGrant> {
 }
 
 fn policy(args: &RunArgs) -> anyhow::Result<Policy> {
-    let mut policy = Policy { max_memory_bytes: args.max_memory_mib << 20, ..Policy::default() };
+    let mut policy = Policy {
+        max_memory_bytes: args.max_memory_mib << 20,
+        max_image_side: args.max_image_side,
+        max_image_steps: args.max_image_steps,
+        max_images_per_call: args.max_images_per_call,
+        max_image_bytes: args.max_image_bytes,
+        ..Policy::default()
+    };
     if args.allow_all_models {
         policy = policy.allow_any_model();
     }
@@ -160,6 +179,50 @@ fn inspect(host: &Host, path: &PathBuf, full: bool) -> anyhow::Result<ExitCode> 
     }
 }
 
+/// What `lantern run` shows of the host's work on stderr: a download bar per model and a
+/// step bar per image on a terminal; one line per image step otherwise.
+fn activity_bars() -> lantern::registry::ActivityObserver {
+    use lantern::Activity;
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let bars = MultiProgress::new();
+    let download_style =
+        ProgressStyle::with_template("{prefix:40!} {bar:30.cyan} {bytes:>10}/{total_bytes:<10} {msg}").expect("valid template");
+    let step_style = ProgressStyle::with_template("{prefix:40!} {bar:30.green} step {pos}/{len} {elapsed}").expect("valid template");
+    let shown: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>> = Default::default();
+    Arc::new(move |activity: Activity| {
+        let mut shown = shown.lock().unwrap();
+        match activity {
+            Activity::Download { model, progress } if terminal => {
+                let bar = shown.entry(format!("download {model}")).or_insert_with(|| {
+                    bars.add(ProgressBar::new(0).with_style(download_style.clone()).with_prefix(model.clone()))
+                });
+                if let Some(total) = progress.model_bytes_total {
+                    bar.set_length(total);
+                }
+                bar.set_position(progress.model_bytes_done);
+                bar.set_message(format!("{}/{} files", progress.files_done, progress.files_total));
+                if progress.files_done == progress.files_total {
+                    bar.finish();
+                }
+            }
+            Activity::Download { .. } => {}
+            Activity::ImageStep { model, step, total } if terminal => {
+                let bar = shown.entry(format!("image {model}")).or_insert_with(|| {
+                    bars.add(ProgressBar::new(total as u64).with_style(step_style.clone()).with_prefix(model.clone()))
+                });
+                bar.set_position(step as u64);
+            }
+            Activity::ImageStep { model, step, total } => eprintln!("{model}: step {step}/{total}"),
+            Activity::ImageFinished { model } => {
+                if let Some(bar) = shown.remove(&format!("image {model}")) {
+                    bar.finish();
+                }
+            }
+        }
+    })
+}
+
 /// Progress bars for one fetch: a bar per file and a total bar with the hub's rate and ETA.
 fn progress_bars() -> ProgressSink {
     let bars = MultiProgress::new();
@@ -199,9 +262,9 @@ fn progress_bars() -> ProgressSink {
 }
 
 async fn pull(host: &Host, target: &str, files: Vec<String>, revision: String) -> anyhow::Result<ExitCode> {
-    let (repo, files) = if files.is_empty() {
-        let entry = host.registry().entry(target, None)?;
-        (entry.repo.clone(), entry.files.clone())
+    let parts = if files.is_empty() {
+        // Every repo the catalog model draws on (SD 3.5 takes tokenizers from four).
+        host.registry().entry(target, None)?.all_repos()
     } else {
         // Checked here too (fetch checks again) so a bad name fails before any bar or request.
         names::check_repo_id(target)?;
@@ -209,11 +272,12 @@ async fn pull(host: &Host, target: &str, files: Vec<String>, revision: String) -
         for file in &files {
             names::check_file_name(file)?;
         }
-        (RepoRef { repo: target.to_string(), revision }, files)
+        vec![(RepoRef { repo: target.to_string(), revision }, files)]
     };
-    let fetched = host.registry().hub().fetch(&repo, &files, Some(progress_bars())).await?;
+    let fetched = host.registry().hub().fetch_from_repos(&parts, Some(progress_bars())).await?;
     let RepoRef { repo, revision } = &fetched.repo;
-    eprintln!("{target}: {} files, {} bytes in the cache ({repo}@{revision})", files.len(), fetched.total_bytes());
+    let count: usize = parts.iter().map(|(_, files)| files.len()).sum();
+    eprintln!("{target}: {count} files, {} bytes in the cache ({repo}@{revision})", fetched.total_bytes());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -273,7 +337,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let outcome = async {
-        let host = Host::builder().build()?;
+        let host = match cli.command {
+            Command::Run(_) => Host::builder().observer(activity_bars()).build()?,
+            _ => Host::builder().build()?,
+        };
         match cli.command {
             Command::Run(args) => run(&host, args).await,
             Command::Inspect { plugin, full } => inspect(&host, &plugin, full),

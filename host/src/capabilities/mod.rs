@@ -13,7 +13,7 @@ pub use generation::{
     ChatMessage, ChatRole, FinishReason, Generated, GenerationEvent, GenerationSink, PreparedPrompt, PromptInput, SamplingParams,
     TextGenerator, Usage,
 };
-pub use image::{GeneratedImage, ImageGenerator, ImageModelLimits, ImageRequest, ImageSink};
+pub use image::{GeneratedImage, ImageGenerator, ImageModelLimits, ImageOptions, ImageRequest, ImageSink};
 pub use vision::{ImageEmbedder, VisionLanguageModel, VisionPrompt};
 
 /// What a catalog model can do (mirrors the WIT `capability` enum).

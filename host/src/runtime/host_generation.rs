@@ -1,21 +1,16 @@
-//! `lantern:ai/generation`, `lantern:ai/images` and `lantern:ai/vision`: the streaming
-//! and image capabilities. Requests are checked against policy and the catalog here;
-//! the catalog decides which families serve them, and a key whose catalog entry does
-//! not offer the capability is answered with `model-not-supported`.
+//! `lantern:ai/generation`: streamed text. Requests are checked against policy here;
+//! the catalog decides which family serves them, and a key whose catalog entry does not
+//! offer the capability is answered with `model-not-supported`.
 
 use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
 use super::bindings::lantern::ai::generation::{self, Chunk, FinishReason as WitFinish, Finished, Prompt, Role, Sampling};
-use super::bindings::lantern::ai::images::{self, ImageEvent, ImageParams};
-use super::bindings::lantern::ai::vision;
 use super::bindings::WitError;
 use super::state::PluginState;
-use super::streams::{GenerationStream, ImageStream};
-use crate::capabilities::{
-    Capability, ChatMessage, ChatRole, FinishReason, GenerationEvent, PromptInput, SamplingParams,
-};
+use super::streams::GenerationStream;
+use crate::capabilities::{ChatMessage, ChatRole, FinishReason, GenerationEvent, PromptInput, SamplingParams};
 use crate::error::{LanternError, LanternResult};
 use crate::policy::Policy;
 use crate::registry::ModelRegistry;
@@ -40,7 +35,7 @@ fn prompt_input(prompt: Prompt) -> PromptInput {
 }
 
 /// The WIT sampling record with the host's defaults filled in, checked for sense.
-fn sampling_params(params: Sampling) -> LanternResult<SamplingParams> {
+pub(super) fn sampling_params(params: Sampling) -> LanternResult<SamplingParams> {
     let defaults = SamplingParams::default();
     let sampling = SamplingParams {
         max_tokens: params.max_tokens.map(|n| n as usize).unwrap_or(defaults.max_tokens),
@@ -111,20 +106,6 @@ fn chunk(event: GenerationEvent) -> Chunk {
     }
 }
 
-impl PluginState {
-    /// Policy, then catalog: the model must be allowed and must offer `capability`.
-    /// No family of this build serves `capability` yet, so a model that passes both
-    /// checks is still refused, naming what is missing.
-    fn check_capability(&self, model: &str, capability: Capability) -> LanternResult<()> {
-        self.policy.check_model(model)?;
-        let entry = self.registry.entry(model, Some(capability))?;
-        Err(LanternError::ModelNotSupported(format!(
-            "{model} is cataloged as family {}, which this build of the host cannot run for {capability}",
-            entry.family.name()
-        )))
-    }
-}
-
 impl generation::Host for PluginState {
     async fn generate(
         &mut self,
@@ -159,48 +140,5 @@ impl generation::HostGenerationStream for PluginState {
         self.table.delete(stream)?;
         self.open_generations = self.open_generations.saturating_sub(1);
         Ok(())
-    }
-}
-
-impl images::Host for PluginState {
-    async fn generate(
-        &mut self,
-        model: String,
-        _prompt: String,
-        _params: ImageParams,
-    ) -> wasmtime::Result<Result<Resource<ImageStream>, WitError>> {
-        Ok(Err(self.check_capability(&model, Capability::TextToImage).unwrap_err().into()))
-    }
-}
-
-impl images::HostImageGeneration for PluginState {
-    async fn next(&mut self, stream: Resource<ImageStream>) -> wasmtime::Result<Result<Option<ImageEvent>, WitError>> {
-        let stream = self.table.get_mut(&stream)?;
-        Ok(stream.next(|event| matches!(event, ImageEvent::Done(_))).await.map_err(Into::into))
-    }
-
-    async fn drop(&mut self, stream: Resource<ImageStream>) -> wasmtime::Result<()> {
-        self.table.delete(stream)?;
-        Ok(())
-    }
-}
-
-impl vision::Host for PluginState {
-    async fn embed_images(&mut self, model: String, _images: Vec<Vec<u8>>) -> wasmtime::Result<Result<Vec<Vec<f32>>, WitError>> {
-        Ok(Err(self.check_capability(&model, Capability::ImageEmbedding).unwrap_err().into()))
-    }
-
-    async fn embed_texts(&mut self, model: String, _texts: Vec<String>) -> wasmtime::Result<Result<Vec<Vec<f32>>, WitError>> {
-        Ok(Err(self.check_capability(&model, Capability::ImageEmbedding).unwrap_err().into()))
-    }
-
-    async fn ask(
-        &mut self,
-        model: String,
-        _image: Vec<u8>,
-        _question: String,
-        _params: Sampling,
-    ) -> wasmtime::Result<Result<Resource<GenerationStream>, WitError>> {
-        Ok(Err(self.check_capability(&model, Capability::VisionLanguage).unwrap_err().into()))
     }
 }

@@ -8,6 +8,7 @@
 pub mod bindings;
 mod host_embeddings;
 mod host_generation;
+mod host_images;
 mod host_logging;
 mod host_models;
 pub mod inspect;

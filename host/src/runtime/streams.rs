@@ -4,17 +4,16 @@
 
 use tokio::sync::watch;
 
-use super::bindings::lantern::ai::images;
 use crate::capabilities::GenerationEvent;
 use crate::error::LanternError;
-use crate::registry::PrepareEvent;
+use crate::registry::{ImageEvent, PrepareEvent};
 use crate::streaming::EventStream;
 
 /// A text generation in progress (also the answer of a vision-language model).
 pub type GenerationStream = EventStream<GenerationEvent>;
 
 /// An image generation in progress.
-pub type ImageStream = EventStream<images::ImageEvent>;
+pub type ImageStream = EventStream<ImageEvent>;
 
 /// The state of a model preparation that a guest watches. Progress updates replace each
 /// other (a slow guest sees the latest, not a backlog); the end state is never lost.

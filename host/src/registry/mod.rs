@@ -4,6 +4,12 @@
 //! files at once, loads the family on a worker thread (once, however many plugins ask
 //! at the same moment) and keeps the model for the next caller. Model work runs on
 //! worker threads; the async runtime only waits for it.
+//!
+//! `images.rs` holds the image capabilities (text to image, CLIP, vision-language).
+
+mod images;
+
+pub use images::ImageEvent;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +19,8 @@ use tokio::sync::OnceCell;
 
 use crate::batching::{BatchCounts, BatchPolicy, Batcher};
 use crate::capabilities::{
-    Capability, EmbedRequest, Embeddings, GenerationEvent, PromptInput, SamplingParams, TextEmbedder, TextGenerator,
+    Capability, EmbedRequest, Embeddings, GenerationEvent, ImageEmbedder, ImageGenerator, PromptInput, SamplingParams,
+    TextEmbedder, TextGenerator, VisionLanguageModel,
 };
 use crate::catalog::{Catalog, CatalogEntry, Family};
 use crate::error::{LanternError, LanternResult};
@@ -36,6 +43,21 @@ pub enum PrepareEvent {
 /// Where preparation events go.
 pub type PrepareSink = Arc<dyn Fn(PrepareEvent) + Send + Sync>;
 
+/// Work of the host that a program embedding it (the CLI's progress bars, say) may
+/// want to show, whichever plugin caused it.
+#[derive(Debug, Clone)]
+pub enum Activity {
+    /// Bytes of a model's files arrived.
+    Download { model: String, progress: FetchProgress },
+    /// A denoising step of an image finished.
+    ImageStep { model: String, step: u32, total: u32 },
+    /// An image is done (or failed, or was cancelled).
+    ImageFinished { model: String },
+}
+
+/// Where [`Activity`] reports go; called from worker threads and tasks, keep it cheap.
+pub type ActivityObserver = Arc<dyn Fn(Activity) + Send + Sync>;
+
 /// Facts about a catalog model for `info` and `lantern models`.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
@@ -47,11 +69,10 @@ pub struct ModelInfo {
 
 type Slot<T> = Arc<OnceCell<T>>;
 
-/// A loaded embedding model with its batching task and its size for the memory budget.
+/// A loaded embedding model with its batching task.
 pub struct LoadedEmbedder {
     pub model: Arc<dyn TextEmbedder>,
     batcher: Batcher,
-    weight_bytes: u64,
 }
 
 impl LoadedEmbedder {
@@ -68,6 +89,10 @@ pub struct ModelRegistry {
     device: Device,
     text_embedders: Mutex<HashMap<String, Slot<Arc<LoadedEmbedder>>>>,
     text_generators: Mutex<HashMap<String, Slot<Arc<dyn TextGenerator>>>>,
+    image_generators: Mutex<HashMap<String, Slot<Arc<dyn ImageGenerator>>>>,
+    image_embedders: Mutex<HashMap<String, Slot<Arc<dyn ImageEmbedder>>>>,
+    vision_models: Mutex<HashMap<String, Slot<Arc<dyn VisionLanguageModel>>>>,
+    observer: Option<ActivityObserver>,
     /// Generation threads running now (they end at end of answer or on cancellation).
     active_generations: Arc<std::sync::atomic::AtomicUsize>,
     /// Loaded models' weight bytes against the budget; least recently used go first.
@@ -161,6 +186,10 @@ impl ModelRegistry {
             device,
             text_embedders: Mutex::new(HashMap::new()),
             text_generators: Mutex::new(HashMap::new()),
+            image_generators: Mutex::new(HashMap::new()),
+            image_embedders: Mutex::new(HashMap::new()),
+            vision_models: Mutex::new(HashMap::new()),
+            observer: None,
             active_generations: Arc::default(),
             memory: Mutex::new(MemoryBudget::new(DEFAULT_BUDGET_BYTES)),
             batch_policy: BatchPolicy::default(),
@@ -171,6 +200,18 @@ impl ModelRegistry {
     pub fn with_memory_budget(mut self, bytes: u64) -> Self {
         self.memory = Mutex::new(MemoryBudget::new(bytes));
         self
+    }
+
+    /// Reports downloads and image steps to `observer`, whichever plugin asked.
+    pub fn with_observer(mut self, observer: ActivityObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, activity: Activity) {
+        if let Some(observer) = &self.observer {
+            observer(activity);
+        }
     }
 
     /// How concurrent embedding requests are merged.
@@ -195,13 +236,43 @@ impl ModelRegistry {
 
     /// Unloads least recently used idle models until the loaded ones fit the budget.
     fn enforce_memory_budget(&self) {
-        let mut map = self.text_embedders.lock().unwrap();
         let mut memory = self.memory.lock().unwrap();
-        let in_use = |key: &str| map.get(key).and_then(|slot| slot.get()).is_some_and(|loaded| loaded.in_use());
-        for key in memory.over_budget(in_use) {
+        for key in memory.over_budget(|key| self.model_in_use(key)) {
             tracing::info!(model = %key, budget = memory.limit_bytes(), "unloading the least recently used model");
-            map.remove(&key);
+            self.text_embedders.lock().unwrap().remove(&key);
+            self.text_generators.lock().unwrap().remove(&key);
+            self.image_generators.lock().unwrap().remove(&key);
+            self.image_embedders.lock().unwrap().remove(&key);
+            self.vision_models.lock().unwrap().remove(&key);
             memory.remove(&key);
+        }
+    }
+
+    /// Whether someone holds the model loaded for `key` (a request running on it).
+    fn model_in_use(&self, key: &str) -> bool {
+        fn held<T: ?Sized>(map: &Mutex<HashMap<String, Slot<Arc<T>>>>, key: &str) -> bool {
+            map.lock().unwrap().get(key).and_then(|slot| slot.get()).is_some_and(|model| Arc::strong_count(model) > 1)
+        }
+        let embedder_busy = self
+            .text_embedders
+            .lock()
+            .unwrap()
+            .get(key)
+            .and_then(|slot| slot.get())
+            .is_some_and(|loaded| loaded.in_use());
+        embedder_busy
+            || held(&self.text_generators, key)
+            || held(&self.image_generators, key)
+            || held(&self.image_embedders, key)
+            || held(&self.vision_models, key)
+    }
+
+    /// Records a use of `key` (with its weight bytes when this call loaded it) and,
+    /// after a load, unloads idle models beyond the budget.
+    fn account(&self, key: &str, loaded_now: Option<u64>) {
+        self.memory.lock().unwrap().touch(key, loaded_now);
+        if loaded_now.is_some() {
+            self.enforce_memory_budget();
         }
     }
 
@@ -228,30 +299,52 @@ impl ModelRegistry {
 
     pub fn info(&self, key: &str) -> LanternResult<ModelInfo> {
         let entry = self.entry(key, None)?.clone();
-        let cached = self.hub.is_cached(&entry.repo, &entry.files);
+        let parts = entry.all_repos();
+        let cached = parts.iter().all(|(repo, files)| self.hub.is_cached(repo, files));
         let size_bytes = cached.then(|| {
-            let cache = self.hub.repo_cache(&entry.repo.repo);
-            entry
-                .files
+            parts
                 .iter()
-                .filter_map(|f| cache.cached_file(&entry.repo.revision, f))
+                .flat_map(|(repo, files)| {
+                    let cache = self.hub.repo_cache(&repo.repo);
+                    files.iter().filter_map(move |f| cache.cached_file(&repo.revision, f)).collect::<Vec<_>>()
+                })
                 .filter_map(|p| std::fs::metadata(p).ok())
                 .map(|m| m.len())
                 .sum()
         });
+        fn has<T: ?Sized>(map: &Mutex<HashMap<String, Slot<Arc<T>>>>, key: &str) -> bool {
+            map.lock().unwrap().get(key).is_some_and(|slot| slot.initialized())
+        }
         let loaded = self.text_embedders.lock().unwrap().get(key).is_some_and(|slot| slot.initialized())
-            || self.text_generators.lock().unwrap().get(key).is_some_and(|slot| slot.initialized());
+            || has(&self.text_generators, key)
+            || has(&self.image_generators, key)
+            || has(&self.image_embedders, key)
+            || has(&self.vision_models, key);
         Ok(ModelInfo { entry, cached, loaded, size_bytes })
     }
 
+    /// Every file of the model, from all its repos at once.
     async fn fetch(&self, entry: &CatalogEntry, sink: Option<&PrepareSink>) -> LanternResult<ModelFiles> {
-        let progress = sink.map(|sink| download_progress(entry.files.len(), sink.clone()));
-        Ok(self.hub.fetch(&entry.repo, &entry.files, progress).await?)
+        let to_caller = sink.map(|sink| download_progress(entry.file_count(), sink.clone()));
+        let to_observer = self.observer.clone().map(|observer| {
+            let model = entry.key.clone();
+            Arc::new(move |progress: FetchProgress| observer(Activity::Download { model: model.clone(), progress }))
+                as ProgressSink
+        });
+        let progress: Option<ProgressSink> = match (to_caller, to_observer) {
+            (Some(a), Some(b)) => Some(Arc::new(move |p: FetchProgress| {
+                a(p.clone());
+                b(p);
+            })),
+            (a, b) => a.or(b),
+        };
+        Ok(self.hub.fetch_from_repos(&entry.all_repos(), progress).await?)
     }
 
     /// The model behind `key` in `slots`: fetched and loaded with `load` on a worker
     /// thread the first time (once, however many callers ask at once), then wrapped by
-    /// `wrap` (given the weights' size) and shared. Also tells whether this call loaded it.
+    /// `wrap` (given the weights' size) and shared. Also tells the weights' size when
+    /// this call loaded it.
     async fn load_shared<M: Send + 'static, T: Clone>(
         &self,
         slots: &Mutex<HashMap<String, Slot<T>>>,
@@ -260,10 +353,10 @@ impl ModelRegistry {
         sink: Option<PrepareSink>,
         load: fn(Family, &ModelFiles, &Device) -> LanternResult<M>,
         wrap: impl FnOnce(M, u64) -> T,
-    ) -> LanternResult<(T, bool)> {
+    ) -> LanternResult<(T, Option<u64>)> {
         let entry = self.entry(key, Some(capability))?.clone();
         let slot = slots.lock().unwrap().entry(key.to_string()).or_default().clone();
-        let mut loaded_now = false;
+        let mut loaded_now = None;
         let model = slot
             .get_or_try_init(|| async {
                 let files = self.fetch(&entry, sink.as_ref()).await?;
@@ -274,7 +367,7 @@ impl ModelRegistry {
                 tracing::info!(model = %entry.key, family = entry.family.name(), "loading model");
                 let weight_bytes = families::weight_bytes(&files);
                 let model = run_blocking("loading the model", move || load(entry.family, &files, &device)).await?;
-                loaded_now = true;
+                loaded_now = Some(weight_bytes);
                 Ok::<_, LanternError>(wrap(model, weight_bytes))
             })
             .await?
@@ -293,22 +386,21 @@ impl ModelRegistry {
     async fn loaded_text_embedder(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<LoadedEmbedder>> {
         let policy = self.batch_policy;
         let (loaded, loaded_now) = self
-            .load_shared(&self.text_embedders, key, Capability::TextEmbedding, sink, families::load_text_embedder, |model, weight_bytes| {
+            .load_shared(&self.text_embedders, key, Capability::TextEmbedding, sink, families::load_text_embedder, |model, _| {
                 let batcher = Batcher::spawn(model.clone(), policy);
-                Arc::new(LoadedEmbedder { model, batcher, weight_bytes })
+                Arc::new(LoadedEmbedder { model, batcher })
             })
             .await?;
-        self.memory.lock().unwrap().touch(key, Some(loaded.weight_bytes));
-        if loaded_now {
-            self.enforce_memory_budget();
-        }
+        self.account(key, loaded_now);
         Ok(loaded)
     }
 
     /// The loaded text generator for `key`: downloaded and loaded on first use, shared after.
     pub async fn text_generator(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<Arc<dyn TextGenerator>> {
         let load = families::load_text_generator;
-        Ok(self.load_shared(&self.text_generators, key, Capability::TextGeneration, sink, load, |model, _| model).await?.0)
+        let (model, loaded_now) = self.load_shared(&self.text_generators, key, Capability::TextGeneration, sink, load, |m, _| m).await?;
+        self.account(key, loaded_now);
+        Ok(model)
     }
 
     /// Starts a generation with `key`. Errors known before the first token (a prompt too
@@ -351,7 +443,9 @@ impl ModelRegistry {
         match entry.capabilities.first() {
             Some(Capability::TextEmbedding) => self.text_embedder(key, sink).await.map(|_| ()),
             Some(Capability::TextGeneration) => self.text_generator(key, sink).await.map(|_| ()),
-            Some(other) => Err(LanternError::ModelNotSupported(format!("{key}: this host cannot load {other} models yet"))),
+            Some(Capability::TextToImage) => self.image_generator(key, sink).await.map(|_| ()),
+            Some(Capability::ImageEmbedding) => self.image_embedder(key, sink).await.map(|_| ()),
+            Some(Capability::VisionLanguage) => self.vision_model(key, sink).await.map(|_| ()),
             None => Err(LanternError::ModelNotSupported(format!("{key} offers no capability"))),
         }
     }
