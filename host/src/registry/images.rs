@@ -110,8 +110,10 @@ impl ModelRegistry {
         if images.is_empty() {
             return Err(LanternError::InvalidInput("no images to embed".into()));
         }
-        let model = self.image_embedder(key, None).await?;
+        self.entry(key, Some(Capability::ImageEmbedding))?;
+        // Bad bytes are refused before anything is downloaded or loaded.
         let decoded = decode_all(images, limits).await?;
+        let model = self.image_embedder(key, None).await?;
         run_blocking("embedding images", move || model.embed_images(&decoded)).await
     }
 
@@ -141,8 +143,9 @@ impl ModelRegistry {
         if question.trim().is_empty() {
             return Err(LanternError::InvalidInput("the question is empty".into()));
         }
-        let model = self.vision_model(key, None).await?;
+        self.entry(key, Some(Capability::VisionLanguage))?;
         let mut decoded = decode_all(vec![image], limits).await?;
+        let model = self.vision_model(key, None).await?;
         let picture = decoded.pop().expect("one image in, one out");
         let preparing = model.clone();
         let prompt = run_blocking("preparing the image and question", move || preparing.prepare(&picture, &question)).await?;
