@@ -86,3 +86,37 @@ async fn models_and_pull_use_the_cache() {
     let line = stdout.lines().find(|l| l.starts_with(MINILM)).expect("MiniLM listed");
     assert!(line.contains("91.3 MB"), "{stdout}");
 }
+
+#[tokio::test]
+async fn a_catalog_file_adds_models_and_its_errors_name_the_line() {
+    let mirror = minilm_mirror(Faults::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let catalog = home.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        "[[model]]\nkey = \"my/minilm\"\nrepo = \"sentence-transformers/all-MiniLM-L6-v2\"\nfamily = \"bert\"\n\
+         files = [\"config.json\", \"tokenizer.json\", \"model.safetensors\", \"1_Pooling/config.json\"]\n\
+         description = \"MiniLM under my own key\"\n",
+    )
+    .unwrap();
+    let catalog_arg = catalog.display().to_string();
+    let output = lantern(&["--catalog", &catalog_arg, "models"], &mirror.endpoint(), home.path()).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("my/minilm ")).unwrap_or_else(|| panic!("not listed: {stdout}"));
+    assert!(line.contains(&catalog_arg) && line.contains("text-embedding"), "{line}");
+    // Columns line up: every row's FAMILY starts where the header's does.
+    let header = stdout.lines().next().unwrap();
+    let family_column = header.find("FAMILY").unwrap();
+    assert_eq!(&line[family_column..family_column + 4], "bert", "{stdout}");
+
+    // The added key downloads and runs like a built-in one.
+    let output = lantern(&["--catalog", &catalog_arg, "pull", "my/minilm"], &mirror.endpoint(), home.path()).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    std::fs::write(&catalog, "[[model]]\nkey = \"a/b\"\nfamily = \"unet\"\nfiles = [\"x\"]\n").unwrap();
+    let output = lantern(&["--catalog", &catalog_arg, "models"], &mirror.endpoint(), home.path()).await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(&format!("{catalog_arg} line 3: unknown family \"unet\"")), "{stderr}");
+}

@@ -26,6 +26,10 @@ struct Cli {
     /// More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// A catalog file (TOML) of models to add to the built-in ones. Default:
+    /// $XDG_CONFIG_HOME/lantern/catalog.toml (~/.config/lantern/catalog.toml) when it exists.
+    #[arg(long, global = true, value_name = "FILE", env = "LANTERN_CATALOG")]
+    catalog: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -285,16 +289,54 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
+/// The catalog file that applies: `--catalog`, else the default one if it exists.
+fn catalog_file(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| {
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+        Some(config.join("lantern/catalog.toml")).filter(|path| path.is_file())
+    })
+}
+
+/// Prints rows as columns padded to their widest cell; the last column is not padded.
+fn print_columns(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..columns).map(|c| rows.iter().filter_map(|row| row.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
 async fn models(host: &Host) -> anyhow::Result<ExitCode> {
-    println!("{:<44} {:<8} {:<16} {:>12}  description", "KEY", "FAMILY", "CAPABILITIES", "CACHED");
+    let mut rows = vec![["KEY", "FAMILY", "CAPABILITIES", "CACHED", "SOURCE", "DESCRIPTION"].map(String::from).to_vec()];
     let mut catalog_repos = std::collections::HashSet::new();
-    for entry in host.registry().catalog().entries() {
+    let catalog = host.registry().catalog();
+    for entry in catalog.entries() {
         catalog_repos.insert(entry.repo.repo.clone());
         let info = host.registry().info(&entry.key)?;
-        let capabilities: Vec<String> = entry.capabilities.iter().map(|c| c.to_string()).collect();
+        let capabilities: Vec<&str> = entry.capabilities.iter().map(|c| c.wit_name()).collect();
         let cached = info.size_bytes.map(megabytes).unwrap_or_else(|| "-".into());
-        println!("{:<44} {:<8} {:<16} {:>12}  {}", entry.key, entry.family.name(), capabilities.join(","), cached, entry.description);
+        let origin = catalog.origin(&entry.key).unwrap_or("added").to_string();
+        rows.push(vec![
+            entry.key.clone(),
+            entry.family.name().into(),
+            capabilities.join(","),
+            cached,
+            origin,
+            entry.description.clone(),
+        ]);
     }
+    print_columns(&rows);
     let others: Vec<_> =
         host.registry().hub().cached_repos().await?.into_iter().filter(|r| !catalog_repos.contains(&r.repo)).collect();
     if !others.is_empty() {
@@ -337,9 +379,14 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let outcome = async {
+        let mut catalog = lantern::Catalog::builtin();
+        if let Some(path) = catalog_file(cli.catalog) {
+            catalog = catalog.with_file(&path)?;
+        }
+        let builder = Host::builder().catalog(catalog);
         let host = match cli.command {
-            Command::Run(_) => Host::builder().observer(activity_bars()).build()?,
-            _ => Host::builder().build()?,
+            Command::Run(_) => builder.observer(activity_bars()).build()?,
+            _ => builder.build()?,
         };
         match cli.command {
             Command::Run(args) => run(&host, args).await,

@@ -26,6 +26,32 @@ pub enum Capability {
     VisionLanguage,
 }
 
+impl Capability {
+    /// The capability as the WIT `capability` enum spells it (`text-embedding`, ...).
+    pub fn wit_name(self) -> &'static str {
+        match self {
+            Capability::TextEmbedding => "text-embedding",
+            Capability::TextGeneration => "text-generation",
+            Capability::TextToImage => "text-to-image",
+            Capability::ImageEmbedding => "image-embedding",
+            Capability::VisionLanguage => "vision-language",
+        }
+    }
+
+    /// The capability named as in WIT.
+    pub fn from_name(name: &str) -> Option<Capability> {
+        [
+            Capability::TextEmbedding,
+            Capability::TextGeneration,
+            Capability::TextToImage,
+            Capability::ImageEmbedding,
+            Capability::VisionLanguage,
+        ]
+        .into_iter()
+        .find(|c| c.wit_name() == name)
+    }
+}
+
 impl std::fmt::Display for Capability {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

