@@ -148,6 +148,7 @@ async fn world() -> World {
             capabilities: vec![Capability::TextGeneration],
             files: vec![checkpoint.file.into()],
             other_repos: Vec::new(),
+            gguf_quant: None,
             description: "tiny random test checkpoint".into(),
         });
     }

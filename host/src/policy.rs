@@ -104,6 +104,8 @@ impl Policy {
         match &self.models {
             ModelAllowList::AnyCataloged => Ok(()),
             ModelAllowList::Only(keys) if keys.contains(key) => Ok(()),
+            // Allowing a GGUF repo's key allows each of its quantisations (`KEY:TAG`).
+            ModelAllowList::Only(keys) if key.rsplit_once(':').is_some_and(|(base, _)| keys.contains(base)) => Ok(()),
             ModelAllowList::Only(_) => Err(LanternError::ModelNotAllowed(format!(
                 "this plugin may not use {key:?}; the host must allow it (lantern run --allow-model {key})"
             ))),
@@ -198,6 +200,11 @@ mod tests {
         let policy = policy.allow_model("a/b");
         assert!(policy.check_model("a/b").is_ok());
         assert!(policy.check_model("a/c").is_err());
+        assert!(policy.check_model("a/b:Q8_0").is_ok());
+        let one_quant = Policy::default().allow_model("a/b:Q4_K_M");
+        assert!(one_quant.check_model("a/b:Q4_K_M").is_ok());
+        assert!(one_quant.check_model("a/b:Q8_0").is_err());
+        assert!(one_quant.check_model("a/b").is_err());
     }
 
     #[test]

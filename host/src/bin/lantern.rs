@@ -268,7 +268,7 @@ fn progress_bars() -> ProgressSink {
 async fn pull(host: &Host, target: &str, files: Vec<String>, revision: String) -> anyhow::Result<ExitCode> {
     let parts = if files.is_empty() {
         // Every repo the catalog model draws on (SD 3.5 takes tokenizers from four).
-        host.registry().entry(target, None)?.all_repos()
+        host.registry().entry_with_files(target, None).await?.all_repos()
     } else {
         // Checked here too (fetch checks again) so a bad name fails before any bar or request.
         names::check_repo_id(target)?;

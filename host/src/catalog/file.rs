@@ -6,7 +6,9 @@
 //! family = "gguf-llm"                            # see `lantern models` for the families
 //! files = ["Qwen2.5-0.5B-Instruct-Q4_K_M.gguf"]
 //! # optional: repo (default: the key), revision (default: main), capabilities (default:
-//! # the family's), description, and files from other repos:
+//! # the family's), description, gguf_quant (a GGUF repo of many quantisations: the
+//! # default tag, `KEY:TAG` picks another, files come from the repo listing), and files
+//! # from other repos:
 //! # [[model.other_repos]]
 //! # repo = "org/name"
 //! # revision = "main"
@@ -39,9 +41,12 @@ struct ModelEntry {
     family: Spanned<String>,
     repo: Option<Spanned<String>>,
     revision: Option<Spanned<String>>,
+    #[serde(default = "no_files")]
     files: Spanned<Vec<String>>,
     capabilities: Option<Spanned<Vec<String>>>,
     description: Option<String>,
+    /// A GGUF repo with many quantisations: the default tag (files then come from the listing).
+    gguf_quant: Option<String>,
     #[serde(default)]
     other_repos: Vec<Spanned<OtherRepo>>,
 }
@@ -52,6 +57,10 @@ struct OtherRepo {
     repo: String,
     revision: Option<String>,
     files: Vec<String>,
+}
+
+fn no_files() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
 }
 
 /// Line (1-based) of byte `offset` in `text`.
@@ -82,7 +91,11 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Vec<CatalogEntry>> {
         names::check_repo_id(&repo_id).map_err(|e| anyhow::anyhow!("{}: {e}", at(repo_span.clone())))?;
         let revision = model.revision.as_ref().map(|r| r.get_ref().clone()).unwrap_or_else(|| "main".into());
         names::check_revision(&revision).map_err(|e| anyhow::anyhow!("{}: {e}", at(repo_span)))?;
-        anyhow::ensure!(!model.files.get_ref().is_empty(), "{}: a model needs at least one file", at(model.files.span()));
+        anyhow::ensure!(
+            !model.files.get_ref().is_empty() || (model.gguf_quant.is_some() && family == Family::GgufLlm),
+            "{}: a model needs at least one file (or, for a GGUF repo, gguf_quant)",
+            at(model.files.span())
+        );
         for file in model.files.get_ref() {
             names::check_file_name(file).map_err(|e| anyhow::anyhow!("{}: {e}", at(model.files.span())))?;
         }
@@ -118,6 +131,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Vec<CatalogEntry>> {
             capabilities,
             files: model.files.into_inner(),
             other_repos,
+            gguf_quant: model.gguf_quant,
             description: model.description.unwrap_or_else(|| format!("from {origin}")),
         });
     }

@@ -96,6 +96,10 @@ pub struct CatalogEntry {
     /// Files the model takes from other repos (tokenizers, text encoders, configs),
     /// fetched together with `files`; families read them with `ModelFiles::path_in`.
     pub other_repos: Vec<RepoFiles>,
+    /// For GGUF repos that hold one model in many quantisations: the tag chosen
+    /// (`KEY:Q4_K_M` picks `Q4_K_M`; the entry's own value is the default). The files
+    /// are then found by listing the repo (all parts of a split GGUF), not by `files`.
+    pub gguf_quant: Option<String>,
     /// One line for `lantern models`.
     pub description: String,
 }
@@ -152,6 +156,7 @@ impl Catalog {
                 .map(String::from)
                 .to_vec(),
             other_repos: Vec::new(),
+            gguf_quant: None,
             description: "MiniLM-L6 sentence embeddings, 384 dims, mean pooling, max 256 tokens (90 MB)".into(),
         });
         catalog.insert_builtin(CatalogEntry {
@@ -161,9 +166,10 @@ impl Catalog {
             capabilities: vec![Capability::TextGeneration],
             files: vec!["SmolLM2-135M-Instruct.Q4_1.gguf".into()],
             other_repos: Vec::new(),
+            gguf_quant: None,
             description: "SmolLM2-135M-Instruct chat model, llama architecture, Q4_1 GGUF (98 MB)".into(),
         });
-        for entry in embedding_entries().into_iter().chain(image_entries()) {
+        for entry in embedding_entries().into_iter().chain(image_entries()).chain(gguf_repo_entries()) {
             catalog.insert_builtin(entry);
         }
         catalog
@@ -203,6 +209,19 @@ impl Catalog {
         self.entries.get(key)
     }
 
+    /// The entry for `key`, where `KEY:TAG` picks the quantisation `TAG` of a GGUF entry
+    /// that has several (its key then includes the tag, so each quantisation is a model
+    /// of its own for loading and policy).
+    pub fn resolve(&self, key: &str) -> Option<CatalogEntry> {
+        if let Some(entry) = self.entries.get(key) {
+            return Some(entry.clone());
+        }
+        let (base, tag) = key.rsplit_once(':')?;
+        let valid_tag = !tag.is_empty() && tag.len() <= 64 && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        let entry = self.entries.get(base).filter(|entry| entry.gguf_quant.is_some() && valid_tag)?;
+        Some(CatalogEntry { key: key.to_string(), gguf_quant: Some(tag.to_string()), ..entry.clone() })
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
         self.entries.values()
     }
@@ -225,6 +244,7 @@ fn text_embedder(key: &str, family: Family, weights: Vec<String>, description: &
         capabilities: vec![Capability::TextEmbedding],
         files,
         other_repos: Vec::new(),
+        gguf_quant: None,
         description: description.into(),
     }
 }
@@ -293,6 +313,7 @@ fn entry(key: &str, family: Family, capabilities: &[Capability], files: &[&str],
         capabilities: capabilities.to_vec(),
         files: files.iter().map(|f| f.to_string()).collect(),
         other_repos,
+        gguf_quant: None,
         description: description.into(),
     }
 }
@@ -362,6 +383,42 @@ fn image_entries() -> Vec<CatalogEntry> {
             ],
             Vec::new(),
             "LLaVA 1.5 7B: answers questions about an image, streamed; CLIP ViT-L/14-336 + Vicuna (14 GB)",
+        ),
+    ]
+}
+
+fn gguf_repo(key: &str, default_quant: &str, description: &str) -> CatalogEntry {
+    CatalogEntry {
+        key: key.into(),
+        repo: RepoRef::main(key),
+        family: Family::GgufLlm,
+        capabilities: vec![Capability::TextGeneration],
+        files: Vec::new(),
+        other_repos: Vec::new(),
+        gguf_quant: Some(default_quant.into()),
+        description: description.into(),
+    }
+}
+
+/// The GGUF repos this project was started for, by their real ids. Each holds many
+/// quantisations: `KEY:TAG` picks one (`lantern run ... --allow-model KEY:Q8_0`), the
+/// default is given here; the files (all parts of a split GGUF) come from the repo listing.
+fn gguf_repo_entries() -> Vec<CatalogEntry> {
+    vec![
+        gguf_repo(
+            "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF",
+            "Q4_K_M",
+            "Qwen3-Coder 30B-A3B instruct (qwen3moe MoE), default quantisation Q4_K_M; KEY:TAG for others",
+        ),
+        gguf_repo(
+            "unsloth/Phi-4-reasoning-GGUF",
+            "Q4_K_M",
+            "Phi-4 reasoning 14B (phi3), default quantisation Q4_K_M; KEY:TAG for others",
+        ),
+        gguf_repo(
+            "unsloth/Kimi-K2-Instruct-GGUF",
+            "Q4_K_M",
+            "Kimi-K2 instruct 1T MoE (deepseek2), split GGUF parts; not runnable yet (no deepseek2 loader), see README",
         ),
     ]
 }

@@ -76,6 +76,24 @@ impl RepoCache {
         super::names::is_commit_id(commit).then(|| commit.to_string())
     }
 
+    /// The files of the cached snapshot of `revision` (paths relative to it), if any.
+    pub fn snapshot_files(&self, revision: &str) -> Option<Vec<String>> {
+        let root = self.snapshot_dir(&self.resolve_revision(revision)?);
+        let mut files = Vec::new();
+        let mut pending = vec![root.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if let Ok(relative) = path.strip_prefix(&root) {
+                    files.push(relative.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        Some(files)
+    }
+
     /// A cached file of `revision`, if present (following its symlink to a blob).
     pub fn cached_file(&self, revision: &str, file: &str) -> Option<PathBuf> {
         let commit = self.resolve_revision(revision)?;

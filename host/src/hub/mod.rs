@@ -14,6 +14,7 @@
 mod cache;
 mod config;
 mod download;
+mod listing;
 mod lock;
 mod metadata;
 pub mod names;

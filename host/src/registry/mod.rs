@@ -284,9 +284,10 @@ impl ModelRegistry {
         &self.hub
     }
 
-    /// The catalog entry of `key`, checked to offer `capability`.
-    pub fn entry(&self, key: &str, capability: Option<Capability>) -> LanternResult<&CatalogEntry> {
-        let entry = self.catalog.get(key).ok_or_else(|| {
+    /// The catalog entry of `key` (`KEY:TAG` picks a GGUF quantisation), checked to
+    /// offer `capability`.
+    pub fn entry(&self, key: &str, capability: Option<Capability>) -> LanternResult<CatalogEntry> {
+        let entry = self.catalog.resolve(key).ok_or_else(|| {
             LanternError::ModelNotSupported(format!("{key:?} is not in this host's model catalog (see `lantern models`)"))
         })?;
         if let Some(capability) = capability {
@@ -297,10 +298,28 @@ impl ModelRegistry {
         Ok(entry)
     }
 
+    /// The entry with its files known: for a GGUF repo of many quantisations, the file
+    /// (or every part of the split file) of the chosen tag, from the repo's listing.
+    pub async fn entry_with_files(&self, key: &str, capability: Option<Capability>) -> LanternResult<CatalogEntry> {
+        let mut entry = self.entry(key, capability)?;
+        if let Some(tag) = entry.gguf_quant.clone() {
+            let listing = self.hub.list_files(&entry.repo).await?;
+            entry.files = families::gguf::files::select_quant(&listing, &tag).map_err(|message| {
+                LanternError::ModelNotSupported(format!("{}: {message}", entry.repo.repo))
+            })?;
+        }
+        Ok(entry)
+    }
+
     pub fn info(&self, key: &str) -> LanternResult<ModelInfo> {
-        let entry = self.entry(key, None)?.clone();
+        let mut entry = self.entry(key, None)?;
+        if let Some(tag) = &entry.gguf_quant {
+            // Which files the tag means, as far as the cache knows (no network here).
+            let cached = self.hub.repo_cache(&entry.repo.repo).snapshot_files(&entry.repo.revision).unwrap_or_default();
+            entry.files = families::gguf::files::select_quant(&cached, tag).unwrap_or_default();
+        }
         let parts = entry.all_repos();
-        let cached = parts.iter().all(|(repo, files)| self.hub.is_cached(repo, files));
+        let cached = !entry.files.is_empty() && parts.iter().all(|(repo, files)| self.hub.is_cached(repo, files));
         let size_bytes = cached.then(|| {
             parts
                 .iter()
@@ -354,11 +373,12 @@ impl ModelRegistry {
         load: fn(Family, &ModelFiles, &Device) -> LanternResult<M>,
         wrap: impl FnOnce(M, u64) -> T,
     ) -> LanternResult<(T, Option<u64>)> {
-        let entry = self.entry(key, Some(capability))?.clone();
+        self.entry(key, Some(capability))?;
         let slot = slots.lock().unwrap().entry(key.to_string()).or_default().clone();
         let mut loaded_now = None;
         let model = slot
             .get_or_try_init(|| async {
+                let entry = self.entry_with_files(key, Some(capability)).await?;
                 let files = self.fetch(&entry, sink.as_ref()).await?;
                 if let Some(sink) = &sink {
                     sink(PrepareEvent::Loading);

@@ -16,6 +16,8 @@
 //! for speed ([`requantize`]; off by default).
 
 pub mod chat_template;
+pub mod files;
+pub mod split;
 pub mod qwen3_moe;
 pub mod requantize;
 pub mod tokenizer;
@@ -75,12 +77,6 @@ fn failed(context: &str) -> impl Fn(candle_core::Error) -> LanternError + '_ {
     move |e| LanternError::inference(context, e)
 }
 
-fn read_content(path: &Path) -> LanternResult<(Content, std::fs::File)> {
-    let mut file = std::fs::File::open(path).map_err(|e| LanternError::inference("opening the GGUF file", e))?;
-    let content = Content::read(&mut file).map_err(failed("reading the GGUF header"))?;
-    Ok((content, file))
-}
-
 fn metadata_string(content: &Content, key: &str) -> Option<String> {
     content.metadata.get(key).and_then(|v| v.to_string().ok().cloned())
 }
@@ -124,14 +120,14 @@ fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &m
 }
 
 impl GgufLlm {
-    /// Loads the model from the one `.gguf` file among `files`.
+    /// Loads the model from the `.gguf` file among `files`, or from all the parts of a
+    /// split one (in part order) as one model.
     pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<Self> {
-        let (_, path) = files
-            .iter()
-            .find(|(name, _)| name.ends_with(".gguf"))
-            .ok_or_else(|| LanternError::InferenceFailed(format!("{} has no .gguf file in its catalog entry", files.repo.repo)))?;
-        let path = path.to_path_buf();
-        let (content, mut file) = read_content(&path)?;
+        let paths: Vec<&Path> = files.iter().filter(|(name, _)| name.ends_with(".gguf")).map(|(_, path)| path).collect();
+        if paths.is_empty() {
+            return Err(LanternError::InferenceFailed(format!("{} has no .gguf file in its catalog entry", files.repo.repo)));
+        }
+        let (content, mut file) = split::open(&paths)?;
         let architecture = metadata_string(&content, "general.architecture")
             .ok_or_else(|| LanternError::InferenceFailed("the GGUF metadata has no general.architecture".into()))?;
         let tokenizer = tokenizer::from_gguf(&content)?;
