@@ -110,7 +110,7 @@ impl ModelRegistry {
         if images.is_empty() {
             return Err(LanternError::InvalidInput("no images to embed".into()));
         }
-        self.entry(key, Some(Capability::ImageEmbedding))?;
+        self.resolve_entry(key, Some(Capability::ImageEmbedding)).await?;
         // Bad bytes are refused before anything is downloaded or loaded.
         let decoded = decode_all(images, limits).await?;
         let model = self.image_embedder(key, None).await?;
@@ -143,7 +143,7 @@ impl ModelRegistry {
         if question.trim().is_empty() {
             return Err(LanternError::InvalidInput("the question is empty".into()));
         }
-        self.entry(key, Some(Capability::VisionLanguage))?;
+        self.resolve_entry(key, Some(Capability::VisionLanguage)).await?;
         let mut decoded = decode_all(vec![image], limits).await?;
         let model = self.vision_model(key, None).await?;
         let picture = decoded.pop().expect("one image in, one out");

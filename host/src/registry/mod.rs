@@ -7,6 +7,7 @@
 //!
 //! `images.rs` holds the image capabilities (text to image, CLIP, vision-language).
 
+mod detect;
 mod images;
 
 pub use images::ImageEvent;
@@ -92,6 +93,8 @@ pub struct ModelRegistry {
     image_generators: Mutex<HashMap<String, Slot<Arc<dyn ImageGenerator>>>>,
     image_embedders: Mutex<HashMap<String, Slot<Arc<dyn ImageEmbedder>>>>,
     vision_models: Mutex<HashMap<String, Slot<Arc<dyn VisionLanguageModel>>>>,
+    /// Entries resolved from their repos for keys the catalog does not know.
+    detected: Mutex<HashMap<String, CatalogEntry>>,
     observer: Option<ActivityObserver>,
     /// Generation threads running now (they end at end of answer or on cancellation).
     active_generations: Arc<std::sync::atomic::AtomicUsize>,
@@ -189,6 +192,7 @@ impl ModelRegistry {
             image_generators: Mutex::new(HashMap::new()),
             image_embedders: Mutex::new(HashMap::new()),
             vision_models: Mutex::new(HashMap::new()),
+            detected: Mutex::new(HashMap::new()),
             observer: None,
             active_generations: Arc::default(),
             memory: Mutex::new(MemoryBudget::new(DEFAULT_BUDGET_BYTES)),
@@ -286,22 +290,39 @@ impl ModelRegistry {
 
     /// The catalog entry of `key` (`KEY:TAG` picks a GGUF quantisation), checked to
     /// offer `capability`.
+    /// Keys resolved from their repos (see [`ModelRegistry::resolve_entry`]) count too.
     pub fn entry(&self, key: &str, capability: Option<Capability>) -> LanternResult<CatalogEntry> {
-        let entry = self.catalog.resolve(key).ok_or_else(|| {
+        let entry = self.catalog.resolve(key).or_else(|| self.detected.lock().unwrap().get(key).cloned()).ok_or_else(|| {
             LanternError::ModelNotSupported(format!("{key:?} is not in this host's model catalog (see `lantern models`)"))
         })?;
-        if let Some(capability) = capability {
-            if !entry.offers(capability) {
-                return Err(LanternError::ModelNotSupported(format!("{key} does not offer {capability}")));
+        Self::check_offers(&entry, capability)?;
+        Ok(entry)
+    }
+
+    fn check_offers(entry: &CatalogEntry, capability: Option<Capability>) -> LanternResult<()> {
+        match capability {
+            Some(capability) if !entry.offers(capability) => {
+                Err(LanternError::ModelNotSupported(format!("{} does not offer {capability}", entry.key)))
             }
+            _ => Ok(()),
         }
+    }
+
+    /// The entry of `key`: from the catalog, or, for a key it does not know, resolved
+    /// from the repo of that name (the plugin's policy has already allowed the key).
+    pub async fn resolve_entry(&self, key: &str, capability: Option<Capability>) -> LanternResult<CatalogEntry> {
+        let entry = match self.catalog.resolve(key) {
+            Some(entry) => entry,
+            None => self.detect(key).await?,
+        };
+        Self::check_offers(&entry, capability)?;
         Ok(entry)
     }
 
     /// The entry with its files known: for a GGUF repo of many quantisations, the file
     /// (or every part of the split file) of the chosen tag, from the repo's listing.
     pub async fn entry_with_files(&self, key: &str, capability: Option<Capability>) -> LanternResult<CatalogEntry> {
-        let mut entry = self.entry(key, capability)?;
+        let mut entry = self.resolve_entry(key, capability).await?;
         if let Some(tag) = entry.gguf_quant.clone() {
             let listing = self.hub.list_files(&entry.repo).await?;
             entry.files = families::gguf::files::select_quant(&listing, &tag).map_err(|message| {
@@ -373,7 +394,7 @@ impl ModelRegistry {
         load: fn(Family, &ModelFiles, &Device) -> LanternResult<M>,
         wrap: impl FnOnce(M, u64) -> T,
     ) -> LanternResult<(T, Option<u64>)> {
-        self.entry(key, Some(capability))?;
+        self.resolve_entry(key, Some(capability)).await?;
         let slot = slots.lock().unwrap().entry(key.to_string()).or_default().clone();
         let mut loaded_now = None;
         let model = slot
@@ -459,7 +480,7 @@ impl ModelRegistry {
 
     /// Downloads and loads `key` for whatever capability it offers first.
     pub async fn prepare(&self, key: &str, sink: Option<PrepareSink>) -> LanternResult<()> {
-        let entry = self.entry(key, None)?;
+        let entry = self.resolve_entry(key, None).await?;
         match entry.capabilities.first() {
             Some(Capability::TextEmbedding) => self.text_embedder(key, sink).await.map(|_| ()),
             Some(Capability::TextGeneration) => self.text_generator(key, sink).await.map(|_| ()),

@@ -21,7 +21,9 @@ fn to_wit_event(event: PrepareEvent) -> PreparationEvent {
 
 impl models::Host for PluginState {
     async fn prepare(&mut self, model: String) -> wasmtime::Result<Result<Resource<PreparationStream>, WitError>> {
-        if let Err(error) = self.policy.check_model(&model).and_then(|_| self.registry.entry(&model, None).map(|_| ())) {
+        // Policy first; whether the key names a model (in the catalog, or a repo) the
+        // preparation itself finds out and reports as its failure.
+        if let Err(error) = self.policy.check_model(&model) {
             return Ok(Err(error.into()));
         }
         let (sender, receiver) = tokio::sync::watch::channel(PreparationState::Starting);
