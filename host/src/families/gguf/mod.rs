@@ -8,6 +8,8 @@
 //! | `qwen3` | `quantized_qwen3` | Qwen3, Qwen3-Coder (dense) |
 //! | `qwen3moe` | [`qwen3_moe`] (candle's `quantized_qwen3_moe` runs on CUDA only) | Qwen3 / Qwen3-Coder MoE |
 //! | `phi3` | `quantized_phi3` | Phi-3, Phi-4 (reasoning) |
+//! | `qwen2` | `quantized_qwen2` | Qwen2, Qwen2.5, Qwen2.5-Coder |
+//! | `gemma3` | `quantized_gemma3` | Gemma 3 |
 //! | `deepseek2` | — | DeepSeek-V3 / Kimi-K2: candle 0.11 has no quantized loader (refused with `model-not-supported`) |
 //!
 //! The tokenizer comes from the GGUF metadata ([`tokenizer`]); the chat template from
@@ -27,7 +29,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen3};
+use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3};
 use tokenizers::Tokenizer;
 
 use super::decoding::{self, CausalLm, DecodeSetup};
@@ -46,6 +48,10 @@ enum Weights {
     Qwen3(quantized_qwen3::ModelWeights),
     Phi3(quantized_phi3::ModelWeights),
     Qwen3Moe(qwen3_moe::Qwen3Moe),
+    /// candle's qwen2 weights cannot be cloned per generation (no `Clone`): generations
+    /// of a qwen2 model take turns, each starting from an empty KV cache.
+    Qwen2(std::sync::Mutex<quantized_qwen2::ModelWeights>),
+    Gemma3(quantized_gemma3::ModelWeights),
 }
 
 struct Session<M>(M);
@@ -59,7 +65,19 @@ macro_rules! causal_lm {
         }
     )*};
 }
-causal_lm!(quantized_llama::ModelWeights, quantized_qwen3::ModelWeights, quantized_phi3::ModelWeights, qwen3_moe::Qwen3Moe);
+causal_lm!(
+    quantized_llama::ModelWeights,
+    quantized_qwen3::ModelWeights,
+    quantized_phi3::ModelWeights,
+    qwen3_moe::Qwen3Moe,
+    quantized_gemma3::ModelWeights
+);
+
+impl CausalLm for Session<&mut quantized_qwen2::ModelWeights> {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        self.0.forward(input, position)
+    }
+}
 
 pub struct GgufLlm {
     architecture: String,
@@ -88,7 +106,7 @@ fn metadata_u32(content: &Content, key: &str) -> Option<u32> {
 /// Refuses, before any weight is read, the architectures this host cannot run.
 fn supported(architecture: &str) -> LanternResult<()> {
     match architecture {
-        "llama" | "qwen3" | "phi3" | "qwen3moe" => Ok(()),
+        "llama" | "qwen3" | "phi3" | "qwen3moe" | "qwen2" | "gemma3" => Ok(()),
         "deepseek2" => Err(LanternError::ModelNotSupported(
             "GGUF architecture deepseek2 (DeepSeek-V3, Kimi-K2): candle 0.11 has a safetensors DeepSeek-V2/V3 \
              model (models::deepseek2) but no quantized GGUF loader for it (MLA attention and the MoE router \
@@ -96,7 +114,7 @@ fn supported(architecture: &str) -> LanternResult<()> {
                 .into(),
         )),
         other => Err(LanternError::ModelNotSupported(format!(
-            "GGUF architecture {other:?} is not one this host runs (llama, qwen3, qwen3moe, phi3)"
+            "GGUF architecture {other:?} is not one this host runs (llama, qwen2, qwen3, qwen3moe, phi3, gemma3)"
         ))),
     }
 }
@@ -111,6 +129,12 @@ fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &m
         ),
         "phi3" => Weights::Phi3(
             quantized_phi3::ModelWeights::from_gguf(false, content, reader, device).map_err(failed("loading phi3 weights"))?,
+        ),
+        "qwen2" => Weights::Qwen2(std::sync::Mutex::new(
+            quantized_qwen2::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading qwen2 weights"))?,
+        )),
+        "gemma3" => Weights::Gemma3(
+            quantized_gemma3::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading gemma3 weights"))?,
         ),
         "qwen3moe" => Weights::Qwen3Moe(
             qwen3_moe::Qwen3Moe::from_gguf(content, reader, device).map_err(failed("loading qwen3moe weights"))?,
@@ -237,6 +261,13 @@ impl TextGenerator for GgufLlm {
             Weights::Qwen3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Phi3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Qwen3Moe(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
+            Weights::Qwen2(w) => {
+                // A generation that panicked poisons the lock; its cache is cleared anyway.
+                let mut weights = w.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                weights.clear_kv_cache();
+                decoding::generate(&mut Session(&mut *weights), &setup, ids, params, sink)
+            }
+            Weights::Gemma3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
         }
     }
 }
