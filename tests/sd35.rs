@@ -316,3 +316,44 @@ fn write_reference_inputs() {
     });
     std::fs::write(dir.join("inputs.json"), serde_json::to_vec(&inputs).unwrap()).unwrap();
 }
+
+/// The measurement behind the family's dtype choice (module doc of `sd35`): the tiny MMDiT
+/// and one matmul of the real MMDiT's size (4096 image + 154 text tokens, width 2432), in
+/// f32 and f16 on the CPU. `cargo test -p lantern --test sd35 -- --ignored --nocapture f16`
+#[test]
+#[ignore]
+fn f16_against_f32_on_the_cpu() {
+    use candle_core::DType;
+    use lantern::families::diffusion::weights::{mmap, Shapes};
+    use std::time::Instant;
+    let Fixture { model, files, .. } = fixture();
+    let path = files.path("sd3.5_large_turbo.safetensors").unwrap();
+    let config = sd35::config::mmdit(&Shapes::read(path, "checkpoint").unwrap()).unwrap();
+    let tokens = model.tokenize(PROMPT, true).unwrap();
+    let cond = model.encode(&[&tokens], &|_: u32, _: u32| true).unwrap().remove(0);
+    let latents = noise::latents(SEED, 16, 128, 128, &Device::Cpu).unwrap();
+    let t = Tensor::new(&[1000f32], &Device::Cpu).unwrap();
+    let mut outputs = Vec::new();
+    for dtype in [DType::F32, DType::F16] {
+        let vb = mmap(&[path], dtype, &Device::Cpu, "checkpoint").unwrap().pp("model.diffusion_model");
+        let mmdit = sd35::mmdit::Mmdit::new(&config, vb).unwrap();
+        let start = Instant::now();
+        let mut out = None;
+        for _ in 0..20 {
+            out = Some(mmdit.forward(&latents, &t, &cond.y, &cond.context).unwrap());
+        }
+        println!("tiny MMDiT at 128x128, {dtype:?}: {:.2} ms a forward", start.elapsed().as_secs_f64() * 1000.0 / 20.0);
+        outputs.push(out.unwrap());
+    }
+    let err = (&outputs[0] - &outputs[1]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    println!("tiny MMDiT f16 against f32: max abs difference {err:.3e}");
+    for dtype in [DType::F32, DType::F16] {
+        let a = Tensor::ones((4250, 2432), dtype, &Device::Cpu).unwrap();
+        let b = Tensor::ones((2432, 2432), dtype, &Device::Cpu).unwrap();
+        let start = Instant::now();
+        for _ in 0..3 {
+            a.matmul(&b).unwrap();
+        }
+        println!("4250x2432 @ 2432x2432, {dtype:?}: {:.0} ms", start.elapsed().as_secs_f64() * 1000.0 / 3.0);
+    }
+}

@@ -16,21 +16,26 @@
 //! (diffusers defaults to 256; see `text::T5_LENGTH`). Latents are decoded as
 //! `vae.decode(x / 1.5305 + 0.0609)`. The initial noise is the host's seeded noise.
 //!
-//! dtype: f32 throughout on the CPU. candle's CPU matmul has no bf16, its f16 matmul is
-//! slower than f32 (gemm converts), and T5 must run in f32 anyway (it overflows in f16).
-//! candle's MMDiT casts its timestep embedding to f16, so we assemble the MMDiT from
-//! candle's public parts with an f32 timestep embedder of our own (`mmdit`). The
-//! 16-bit weights are widened to f32 as each stage loads.
+//! dtype: f32 throughout on the CPU, measured as the fastest correct choice
+//! (`f16_against_f32_on_the_cpu` in tests/sd35.rs, 2 cores): the tiny MMDiT takes 15.8 ms a
+//! forward at 128x128 in f32 against 35.0 ms in f16 (whose output is off by 1.4e-2), and
+//! a matmul of the real MMDiT's size (4250 tokens, width 2432) 972 ms in f32 against
+//! 1233 ms in f16: candle's CPU f16 matmul converts through gemm, and it has no bf16 matmul
+//! at all. T5 must run in f32 anyway (it overflows in f16). candle's MMDiT casts its
+//! timestep embedding to f16, so f32 weights fail there; we assemble the MMDiT from
+//! candle's public parts with an f32 timestep embedder of our own (`mmdit`). The 16-bit
+//! weights are widened to f32 as each stage loads.
 //!
 //! Memory: the stages load in turn on every generation (text encoders, one at a time →
 //! encode → dropped; MMDiT → denoise → dropped; VAE → decode), so the peak is the largest
-//! stage (the 8B MMDiT: about 32 GB in f32), not the sum of all of them (about 52 GB).
+//! stage (the 8B MMDiT: about 32 GB in f32), not the sum of all of them (about 55 GB with
+//! the 4.7B T5-XXL encoder and the two CLIPs).
 //! The price is reading the weights again on each generation (memory-mapped files, so
 //! from the page cache when memory allows). `load()` still reads every header, infers
 //! every config and builds every model against weightless stand-ins, so a missing or
 //! misshapen tensor fails at load time with a typed error.
 
-mod config;
+pub mod config;
 pub mod mmdit;
 pub mod text;
 pub mod vae;
