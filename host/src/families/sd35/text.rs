@@ -42,6 +42,10 @@ impl ClipTokenizer {
     pub fn tokenize(&self, prompt: &str, length: usize, truncate: bool) -> LanternResult<(Vec<u32>, usize, usize)> {
         let encoding = self.tokenizer.encode(prompt, true).map_err(|e| LanternError::inference("tokenizing for CLIP", e))?;
         let mut ids = encoding.get_ids().to_vec();
+        if ids.last() != Some(&self.eos_id) {
+            // CLIP's tokenizers always end a text with <|endoftext|>, where CLIP pools.
+            return Err(LanternError::InferenceFailed("the CLIP tokenizer did not end the prompt with <|endoftext|>".into()));
+        }
         let mut cut = 0;
         if ids.len() > length {
             cut = ids.len() - length;
