@@ -188,6 +188,10 @@ fn the_seed_fixes_the_image() {
     assert_ne!(first.png, other.png, "another seed, another image");
     assert_eq!((first.width, first.height, first.seed, first.truncated_tokens), (SIDE, SIDE, 1, 0));
     assert_eq!(pixels(&first.png).len(), (SIDE * SIDE * 3) as usize);
+
+    let wide = model.generate(&ImageRequest { width: 128, height: 64, steps: 2, ..request(PROMPT, 1) }, &mut never_stop).unwrap();
+    let decoded = lantern::image_codec::decode(&wide.png, Default::default()).unwrap();
+    assert_eq!((decoded.dimensions(), wide.width, wide.height), ((128, 64), 128, 64));
 }
 
 #[test]
