@@ -1,9 +1,12 @@
 //! What the text-to-image families (SD 3.5, FLUX) share: the host's seeded noise, the
-//! Euler flow-matching sampler, and latents-to-PNG.
+//! Euler flow-matching sampler, latents-to-PNG, the T5 and CLIP text encoders, and
+//! reading checkpoint shapes (with a weightless dry run of the model constructors).
 
+pub mod clip_text;
 pub mod noise;
 pub mod t5;
 pub mod sampler;
+pub mod weights;
 
 use candle_core::{DType, Tensor};
 
