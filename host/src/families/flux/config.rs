@@ -30,7 +30,7 @@ const CLIP_HEAD_DIM: usize = 64;
 /// gives it is `hd/8` for the first axis and the rest halved, each of which RoPE needs
 /// even, so the head dim must be a multiple of 32 (tiny heads of 32: [4, 14, 14]).
 pub fn axes_dim(head_dim: usize) -> Option<Vec<usize>> {
-    if head_dim == 0 || head_dim % 32 != 0 {
+    if head_dim == 0 || !head_dim.is_multiple_of(32) {
         return None;
     }
     let first = head_dim / 8;
