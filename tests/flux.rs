@@ -133,12 +133,17 @@ fn write_tiny_repos() {
 
 /// The seven files of a set of tiny repos, put together by hand.
 fn local_files(repos: &[(&'static str, std::path::PathBuf)]) -> ModelFiles {
-    let entry = Catalog::builtin().get(KEY).unwrap().clone();
+    local_files_of(KEY, repos)
+}
+
+/// The files of catalog entry `key` from a set of tiny repos.
+fn local_files_of(key: &str, repos: &[(&'static str, std::path::PathBuf)]) -> ModelFiles {
+    let entry = Catalog::builtin().get(key).unwrap().clone();
     let mut parts = entry.all_repos().into_iter();
     let (own, own_files) = parts.next().unwrap();
     let folder = |repo: &str| repos.iter().find(|(r, _)| *r == repo).unwrap().1.clone();
     let listed = |repo: &str, files: &[String]| files.iter().map(|f| (f.clone(), folder(repo).join(f))).collect::<Vec<_>>();
-    let mut files = ModelFiles::from_local(RepoRef::main(KEY), listed(&own.repo, &own_files));
+    let mut files = ModelFiles::from_local(RepoRef::main(key), listed(&own.repo, &own_files));
     for (repo, names) in parts {
         files = files.with_local_repo(&repo.repo, listed(&repo.repo, &names));
     }
@@ -312,4 +317,51 @@ fn broken_checkpoints_fail_to_load_with_typed_errors() {
         candle_core::safetensors::save(&tensors, &path).unwrap();
     });
     assert!(matches!(odd, Err(LanternError::ModelNotSupported(ref m)) if m.contains("multiple of 32")), "{:?}", odd.err());
+    // A GGUF transformer cut short.
+    let dir = tempfile::tempdir().unwrap();
+    let mut repos = tiny_flux::write(dir.path());
+    repos.push(tiny_flux::write_gguf(dir.path(), &folder(&repos, KEY)));
+    let path = folder(&repos, tiny_flux::GGUF).join("flux1-schnell.gguf");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
+    let cut = flux::load(&local_files_of(tiny_flux::GGUF, &repos), &Device::Cpu);
+    assert!(matches!(cut, Err(LanternError::InferenceFailed(ref m)) if m.contains("flux1-schnell.gguf")), "{:?}", cut.err());
+}
+
+/// The `lmz/candle-flux` entry: the same model with its transformer quantized to Q8_0.
+#[test]
+fn the_gguf_transformer_runs_close_to_the_full_one() {
+    let (setup, reference) = (setup(), fixture());
+    let dir = tempfile::tempdir().unwrap();
+    let mut repos = tiny_flux::write(dir.path());
+    let flux_dir = folder(&repos, KEY);
+    repos.push(tiny_flux::write_gguf(dir.path(), &flux_dir));
+    std::fs::remove_file(flux_dir.join("flux1-schnell.safetensors")).unwrap();
+    let quantized = flux::load(&local_files_of(tiny_flux::GGUF, &repos), &Device::Cpu).expect("loading the GGUF entry");
+    let full = setup.flux.transformer_config();
+    let config = quantized.transformer_config();
+    assert_eq!((config.hidden_size, config.num_heads, config.axes_dim.clone()), (full.hidden_size, full.num_heads, full.axes_dim.clone()));
+
+    let case = &reference["transformer"];
+    let latents = noise::latents(case["seed"].as_u64().unwrap(), 16, 64, 64, &Device::Cpu).unwrap();
+    let state = State::new(&tensor(&reference["t5_hidden"]), &tensor(&reference["clip_pooled"]), &latents).unwrap();
+    let velocity = quantized.load_transformer().unwrap().velocity(&state.img, &state, case["sigma"].as_f64().unwrap()).unwrap();
+    let ours = velocity.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let theirs = floats(&case["velocity"]["values"]);
+    let cosine = support::cosine(&ours, &theirs);
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let relative = ours.iter().zip(&theirs).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    eprintln!("Q8_0 transformer velocity vs the f32 reference: relative {relative:.3e}, cosine {cosine:.6}");
+    assert!(cosine > 0.999 && relative < 0.05, "cosine {cosine}, relative {relative}");
+
+    let run = &reference["run"];
+    let mut sink = |_: u32, _: u32| true;
+    let image = quantized.generate(&request(run["seed"].as_u64().unwrap()), &mut sink).unwrap();
+    let ours = rgb(&image.png).into_raw();
+    let theirs: Vec<u8> = ids(&run["rgb"]).into_iter().map(|v| v as u8).collect();
+    let diffs: Vec<u32> = ours.iter().zip(&theirs).map(|(a, b)| (*a as i32 - *b as i32).unsigned_abs()).collect();
+    let mean = diffs.iter().sum::<u32>() as f64 / diffs.len() as f64;
+    let max = diffs.iter().max().copied().unwrap();
+    eprintln!("Q8_0 4-step run vs the f32 reference image: max grey-level difference {max}, mean {mean:.3}");
+    assert!(mean < 1.0 && max <= 8, "mean {mean}, max {max}");
 }

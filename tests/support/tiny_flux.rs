@@ -12,6 +12,8 @@
 //! - `google/t5-v1_1-xxl` (served at `refs/pr/2` too): `config.json` and a whole T5 v1.1
 //!   encoder-decoder `model.safetensors` (d_model 32, 2 heads of 16, gated-GELU FFN 64,
 //!   2 encoder and 1 decoder blocks, untied `lm_head`).
+//! - `lmz/candle-flux` (written by [`write_gguf`]): the same tiny transformer as
+//!   `flux1-schnell.gguf`, its matrices quantized to Q8_0 and the rest kept in f32.
 //! - `openai/clip-vit-large-patch14`: a whole CLIPModel `model.safetensors` (text tower
 //!   128 wide with heads of 64 as CLIP-L's, 2 layers, 77 positions; a 1-layer vision
 //!   tower; projections; `logit_scale`) and the tiny CLIP tokenizer as `tokenizer.json`.
@@ -28,6 +30,7 @@ use super::tiny_tokenizers;
 pub const FLUX: &str = "black-forest-labs/FLUX.1-schnell";
 pub const T5: &str = "google/t5-v1_1-xxl";
 pub const CLIP_L: &str = "openai/clip-vit-large-patch14";
+pub const GGUF: &str = "lmz/candle-flux";
 
 pub const HIDDEN: usize = 64;
 pub const HEAD_DIM: usize = 32;
@@ -299,4 +302,28 @@ pub fn write(root: &Path) -> Vec<(&'static str, PathBuf)> {
     clip(&clip_dir.join("model.safetensors"));
     write_json(&clip_dir.join("tokenizer.json"), tiny_tokenizers::clip());
     vec![(FLUX, flux), (T5, t5_dir), (CLIP_L, clip_dir)]
+}
+
+/// Writes the `lmz/candle-flux` repo under `root`: the tiny transformer of [`write`] (read
+/// from `flux_dir`) as `flux1-schnell.gguf`, matrices in Q8_0 (their rows are whole
+/// 32-value blocks), vectors in f32, in BFL's names as candle's quantized FLUX reads them.
+pub fn write_gguf(root: &Path, flux_dir: &Path) -> (&'static str, PathBuf) {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let tensors = candle_core::safetensors::load(flux_dir.join("flux1-schnell.safetensors"), &Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let quantized: Vec<(&str, QTensor)> = names
+        .into_iter()
+        .map(|name| {
+            let tensor = &tensors[name];
+            let dtype = if tensor.rank() == 2 && tensor.dim(1).unwrap().is_multiple_of(32) { GgmlDType::Q8_0 } else { GgmlDType::F32 };
+            (name.as_str(), QTensor::quantize(tensor, dtype).unwrap())
+        })
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = quantized.iter().map(|(name, tensor)| (*name, tensor)).collect();
+    let dir = root.join(GGUF.replace('/', "--"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut file = std::fs::File::create(dir.join("flux1-schnell.gguf")).unwrap();
+    gguf_file::write(&mut file, &[], &refs).unwrap();
+    (GGUF, dir)
 }

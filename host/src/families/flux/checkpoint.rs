@@ -82,6 +82,27 @@ impl Shapes {
         Ok(Shapes { label: label.to_string(), tensors })
     }
 
+    /// Reads and checks the tensor infos of the GGUF file at `path`: every tensor's
+    /// blocks must lie inside the file. Shapes are in candle's order (GGUF stores them
+    /// reversed; candle's reader turns them round).
+    pub fn read_gguf(path: &Path, label: &str) -> LanternResult<Shapes> {
+        let mut file = std::fs::File::open(path).map_err(|e| corrupt(label, e))?;
+        let file_len = file.metadata().map_err(|e| corrupt(label, e))?.len();
+        let content = candle_core::quantized::gguf_file::Content::read(&mut file).map_err(|e| corrupt(label, format!("not a GGUF file: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, info) in content.tensor_infos {
+            let elements = info.shape.elem_count() as u64;
+            let block = info.ggml_dtype.block_size() as u64;
+            let bytes = (elements / block) * info.ggml_dtype.type_size() as u64;
+            let end = content.tensor_data_offset.checked_add(info.offset).and_then(|start| start.checked_add(bytes));
+            if !elements.is_multiple_of(block) || end.is_none_or(|end| end > file_len) {
+                return Err(corrupt(label, format!("tensor {name}: its {:?} blocks do not fit the file or its shape {:?}", info.ggml_dtype, info.shape)));
+            }
+            tensors.insert(name, info.shape.dims().to_vec());
+        }
+        Ok(Shapes { label: label.to_string(), tensors })
+    }
+
     pub fn label(&self) -> &str {
         &self.label
     }

@@ -9,6 +9,10 @@
 //! `model.safetensors` (a full CLIPModel, of which only `text_model` is read) and
 //! `tokenizer.json`. Every size is read from the checkpoints' shapes ([`config`]).
 //!
+//! A second catalog entry, `lmz/candle-flux`, swaps the transformer for its GGUF
+//! quantisation `flux1-schnell.gguf` (candle's `quantized_model`, the same BFL names;
+//! activations stay f32) and takes the other six files from the same repos.
+//!
 //! The run follows diffusers' `FluxPipeline` for schnell: T5 ids padded or cut to 256
 //! (schnell's `max_sequence_length`), CLIP's pooled output, the host's seeded noise
 //! `(1, 16, h/8, w/8)` packed into 2x2 patches with their (0, row, column) position ids,
@@ -37,7 +41,7 @@ pub mod config;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::clip::text_model::{ClipTextConfig, ClipTextTransformer};
 use candle_transformers::models::flux::sampling::{unpack, State};
-use candle_transformers::models::flux::{autoencoder, model, WithForward};
+use candle_transformers::models::flux::{autoencoder, model, quantized_model, WithForward};
 use candle_transformers::models::t5;
 use tokenizers::Tokenizer;
 
@@ -49,7 +53,11 @@ use crate::catalog::text_encoder_repos::{t5_xxl, CLIP_L};
 use crate::error::{LanternError, LanternResult};
 use crate::hub::ModelFiles;
 
+/// The repo of the autoencoder and T5 tokenizer (and, for the full entry, the transformer).
+const FLUX_REPO: &str = "black-forest-labs/FLUX.1-schnell";
 const TRANSFORMER_FILE: &str = "flux1-schnell.safetensors";
+/// The quantized transformer of the `lmz/candle-flux` entry, in its own repo.
+const GGUF_FILE: &str = "flux1-schnell.gguf";
 const AE_FILE: &str = "ae.safetensors";
 const T5_TOKENIZER_FILE: &str = "tokenizer_2/tokenizer.json";
 /// Schnell was distilled with 256 T5 tokens (diffusers' `max_sequence_length=256`).
@@ -58,11 +66,18 @@ pub const T5_LENGTH: usize = 256;
 /// Where the four networks' files are.
 #[derive(Debug, Clone)]
 struct Paths {
-    transformer: std::path::PathBuf,
+    transformer: TransformerWeights,
     ae: std::path::PathBuf,
     t5_config: std::path::PathBuf,
     t5_weights: std::path::PathBuf,
     clip_weights: std::path::PathBuf,
+}
+
+/// The flow transformer's weights: BFL's safetensors (run in f32) or a GGUF quantisation.
+#[derive(Debug, Clone)]
+enum TransformerWeights {
+    Safetensors(std::path::PathBuf),
+    Gguf(std::path::PathBuf),
 }
 
 /// A FLUX schnell model: its files, checked, and the configurations read from them. The
@@ -90,7 +105,7 @@ pub struct PromptTokens {
 
 /// The loaded flow transformer.
 pub struct Transformer {
-    model: model::Flux,
+    model: Box<dyn WithForward>,
 }
 
 impl Transformer {
@@ -127,14 +142,23 @@ fn tokenizer_at(path: &std::path::Path, label: &str) -> LanternResult<Tokenizer>
 /// Checks the seven files and reads the networks' configurations (no weights are read).
 pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<Flux> {
     let t5_repo = t5_xxl().repo;
+    let (transformer_weights, transformer_label) = match files.path(GGUF_FILE) {
+        Ok(path) => (TransformerWeights::Gguf(path.to_path_buf()), GGUF_FILE),
+        Err(_) => (TransformerWeights::Safetensors(files.path_in(FLUX_REPO, TRANSFORMER_FILE)?.to_path_buf()), TRANSFORMER_FILE),
+    };
     let paths = Paths {
-        transformer: files.path(TRANSFORMER_FILE)?.to_path_buf(),
-        ae: files.path(AE_FILE)?.to_path_buf(),
+        transformer: transformer_weights,
+        ae: files.path_in(FLUX_REPO, AE_FILE)?.to_path_buf(),
         t5_config: files.path_in(&t5_repo, "config.json")?.to_path_buf(),
         t5_weights: files.path_in(&t5_repo, "model.safetensors")?.to_path_buf(),
         clip_weights: files.path_in(CLIP_L, "model.safetensors")?.to_path_buf(),
     };
-    let transformer_shapes = Shapes::read(&paths.transformer, TRANSFORMER_FILE)?;
+    // A GGUF transformer asks for the same names and shapes as the safetensors one, so
+    // both are checked by the same dry run below.
+    let transformer_shapes = match &paths.transformer {
+        TransformerWeights::Safetensors(path) => Shapes::read(path, transformer_label)?,
+        TransformerWeights::Gguf(path) => Shapes::read_gguf(path, transformer_label)?,
+    };
     let ae_shapes = Shapes::read(&paths.ae, AE_FILE)?;
     let t5_label = format!("{t5_repo}/model.safetensors");
     let t5_shapes = Shapes::read(&paths.t5_weights, &t5_label)?;
@@ -156,12 +180,12 @@ pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<Flux> {
     }
 
     // Build each network over weightless tensors: every name and shape it asks for is checked.
-    model::Flux::new(&transformer, transformer_shapes.dry_run(device)).map_err(|e| not_flux(TRANSFORMER_FILE, e))?;
+    model::Flux::new(&transformer, transformer_shapes.dry_run(device)).map_err(|e| not_flux(transformer_label, e))?;
     autoencoder::Decoder::new(&autoencoder, ae_shapes.dry_run(device).pp("decoder")).map_err(|e| not_flux(AE_FILE, e))?;
     ClipTextTransformer::new(clip_shapes.dry_run(device).pp("text_model"), &clip).map_err(|e| not_flux(&clip_label, e))?;
     t5::T5EncoderModel::load(t5_shapes.dry_run(device), &t5_config).map_err(|e| not_flux(&t5_label, e))?;
 
-    let t5_tokenizer = tokenizer_at(files.path(T5_TOKENIZER_FILE)?, T5_TOKENIZER_FILE)?;
+    let t5_tokenizer = tokenizer_at(files.path_in(FLUX_REPO, T5_TOKENIZER_FILE)?, T5_TOKENIZER_FILE)?;
     let clip_tokenizer_label = format!("{CLIP_L}/tokenizer.json");
     let clip_tokenizer = tokenizer_at(files.path_in(CLIP_L, "tokenizer.json")?, &clip_tokenizer_label)?;
     // Token ids index the embeddings; CLIP also pools at the largest id, which must be
@@ -206,13 +230,22 @@ impl Flux {
         ClipText::load(&self.clip, &self.paths.clip_weights, &self.device)?.pooled(ids)
     }
 
-    /// Loads the flow transformer (f32).
+    /// Loads the flow transformer: f32 weights, or the GGUF's quantized ones.
     pub fn load_transformer(&self) -> LanternResult<Transformer> {
         let failed = |e: candle_core::Error| LanternError::inference("loading the FLUX transformer", e);
-        // Safety: the cache's blobs are written once, renamed into place and never modified.
-        let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&self.paths.transformer], candle_core::DType::F32, &self.device) }
-            .map_err(failed)?;
-        Ok(Transformer { model: model::Flux::new(&self.transformer, vb).map_err(failed)? })
+        let model: Box<dyn WithForward> = match &self.paths.transformer {
+            TransformerWeights::Safetensors(path) => {
+                // Safety: the cache's blobs are written once, renamed into place and never modified.
+                let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[path], candle_core::DType::F32, &self.device) }
+                    .map_err(failed)?;
+                Box::new(model::Flux::new(&self.transformer, vb).map_err(failed)?)
+            }
+            TransformerWeights::Gguf(path) => {
+                let vb = candle_transformers::quantized_var_builder::VarBuilder::from_gguf(path, &self.device).map_err(failed)?;
+                Box::new(quantized_model::Flux::new(&self.transformer, vb).map_err(failed)?)
+            }
+        };
+        Ok(Transformer { model })
     }
 
     /// Runs `steps` Euler steps from the noise `(1, 16, h/8, w/8)` conditioned on the T5
