@@ -103,6 +103,12 @@ impl Shapes {
         Ok(Shapes { label: label.to_string(), tensors })
     }
 
+    /// Shapes given by hand (tests).
+    #[cfg(test)]
+    pub fn from_map(label: &str, tensors: BTreeMap<String, Vec<usize>>) -> Shapes {
+        Shapes { label: label.to_string(), tensors }
+    }
+
     pub fn label(&self) -> &str {
         &self.label
     }

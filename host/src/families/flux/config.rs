@@ -137,6 +137,81 @@ pub fn clip_text(shapes: &Shapes) -> LanternResult<ClipTextConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use candle_core::{DType, Device, Shape, Tensor};
+    use candle_nn::var_builder::SimpleBackend;
+
+    /// Hands out weightless tensors and writes down every name and shape asked for: the
+    /// tensor list of a real-size checkpoint, without the checkpoint.
+    #[derive(Default)]
+    struct Recorder(std::sync::Arc<Mutex<BTreeMap<String, Vec<usize>>>>);
+
+    impl SimpleBackend for Recorder {
+        fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            self.0.lock().unwrap().insert(name.to_string(), s.dims().to_vec());
+            Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+        }
+        fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+            candle_core::bail!("{name}: no shape")
+        }
+        fn contains_tensor(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    fn real_shapes(label: &str, build: impl FnOnce(candle_nn::VarBuilder<'static>)) -> Shapes {
+        let recorder = Recorder::default();
+        let names = recorder.0.clone();
+        build(candle_nn::VarBuilder::from_backend(Box::new(recorder), DType::F32, Device::Cpu));
+        let names = names.lock().unwrap().clone();
+        Shapes::from_map(label, names)
+    }
+
+    /// The sizes read from the real checkpoints' tensor lists are the real configs.
+    #[test]
+    fn real_sizes_are_read_back() {
+        let real = model::Config::schnell();
+        let shapes = real_shapes("flux1-schnell", |vb| {
+            model::Flux::new(&model::Config::schnell(), vb).unwrap();
+        });
+        let read = transformer(&shapes).unwrap();
+        assert_eq!(
+            (read.in_channels, read.vec_in_dim, read.context_in_dim, read.hidden_size, read.mlp_ratio, read.num_heads),
+            (real.in_channels, real.vec_in_dim, real.context_in_dim, real.hidden_size, real.mlp_ratio, real.num_heads)
+        );
+        assert_eq!((read.depth, read.depth_single_blocks, read.axes_dim, read.theta), (real.depth, real.depth_single_blocks, real.axes_dim, real.theta));
+        assert_eq!((read.qkv_bias, read.guidance_embed), (true, false));
+
+        let real = autoencoder::Config::schnell();
+        let shapes = real_shapes("ae", |vb| {
+            autoencoder::AutoEncoder::new(&autoencoder::Config::schnell(), vb).unwrap();
+        });
+        let read = autoencoder(&shapes).unwrap();
+        assert_eq!((read.ch, read.ch_mult, read.num_res_blocks, read.z_channels, read.out_ch), (real.ch, real.ch_mult, real.num_res_blocks, real.z_channels, real.out_ch));
+
+        // CLIP ViT-L/14's text tower: 49408 tokens, 768 wide, 12 layers of 12 heads, 77 positions.
+        let clip_l = ClipTextConfig {
+            vocab_size: 49408,
+            embed_dim: 768,
+            activation: Activation::QuickGelu,
+            intermediate_size: 3072,
+            max_position_embeddings: 77,
+            pad_with: None,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            projection_dim: 768,
+        };
+        let shapes = real_shapes("clip-l", |vb| {
+            candle_transformers::models::clip::text_model::ClipTextTransformer::new(vb.pp("text_model"), &clip_l).unwrap();
+        });
+        let read = clip_text(&shapes).unwrap();
+        assert_eq!(
+            (read.vocab_size, read.embed_dim, read.intermediate_size, read.max_position_embeddings, read.num_hidden_layers, read.num_attention_heads),
+            (49408, 768, 3072, 77, 12, 12)
+        );
+    }
 
     #[test]
     fn the_real_heads_get_the_real_axes() {
