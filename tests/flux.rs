@@ -2,7 +2,9 @@
 //! the real download path from a local hub and checked against diffusers/transformers
 //! (tests/fixtures/flux_reference.json, written by scripts/reference/flux_reference.py
 //! from the same files: run `FLUX_TINY_DIR=/some/dir cargo test -p lantern --test flux
-//! -- --ignored write_tiny_repos` first, then the script).
+//! -- --ignored write_tiny_repos` first, then the script). The `lmz/candle-flux` entry (the
+//! transformer as a Q8_0 GGUF) is checked against the same reference, with quantisation's
+//! looser tolerance.
 
 mod support;
 
