@@ -121,12 +121,16 @@ pub fn clip_text(shapes: &Shapes) -> LanternResult<ClipTextConfig> {
     if embed_dim == 0 || embed_dim % CLIP_HEAD_DIM != 0 {
         return Err(unsupported(shapes, format!("text width {embed_dim} is not a whole number of CLIP heads of {CLIP_HEAD_DIM}")));
     }
+    let max_position_embeddings = shapes.dim("text_model.embeddings.position_embedding.weight", 0)?;
+    if max_position_embeddings < 2 {
+        return Err(unsupported(shapes, format!("{max_position_embeddings} text positions leave no room for a prompt")));
+    }
     Ok(ClipTextConfig {
         vocab_size,
         embed_dim,
         activation: Activation::QuickGelu,
         intermediate_size: shapes.dim("text_model.encoder.layers.0.mlp.fc1.weight", 0)?,
-        max_position_embeddings: shapes.dim("text_model.embeddings.position_embedding.weight", 0)?,
+        max_position_embeddings,
         pad_with: None,
         num_hidden_layers: shapes.count("text_model.encoder.layers")?,
         num_attention_heads: embed_dim / CLIP_HEAD_DIM,
