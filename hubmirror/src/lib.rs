@@ -166,6 +166,8 @@ pub struct Stats {
     requests: AtomicU64,
     bodies_open: AtomicU64,
     most_bodies_open: AtomicU64,
+    requests_open: AtomicU64,
+    most_requests_open: AtomicU64,
 }
 
 impl Stats {
@@ -213,6 +215,13 @@ impl Stats {
     /// The most file bodies that were being sent at one time (concurrent downloads).
     pub fn most_concurrent_bodies(&self) -> u64 {
         self.most_bodies_open.load(Ordering::Relaxed)
+    }
+
+    /// The most file-route requests (HEAD or GET) being answered at one time, each counted
+    /// from its arrival until its response headers are ready (so a `response_delay` keeps
+    /// it in flight): how many files a client asked for at once, however small they are.
+    pub fn most_concurrent_requests(&self) -> u64 {
+        self.most_requests_open.load(Ordering::Relaxed)
     }
 
     /// Requests of any kind on the file routes (HEAD, GET and redirects).
@@ -390,6 +399,7 @@ async fn resolve(
     UrlPath((org, name, rev, path)): UrlPath<(String, String, String, String)>,
 ) -> Response {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = RequestOpen::new(shared.stats.clone());
     if headers.contains_key(header::AUTHORIZATION) {
         shared.stats.authorized_requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -491,6 +501,23 @@ struct BodyFaults {
     stall: Option<Stall>,
     flip_byte: bool,
     bytes_per_second: Option<u64>,
+}
+
+/// Counts a request as being answered until its handler returns.
+struct RequestOpen(Arc<Stats>);
+
+impl RequestOpen {
+    fn new(stats: Arc<Stats>) -> Self {
+        let open = stats.requests_open.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.most_requests_open.fetch_max(open, Ordering::SeqCst);
+        RequestOpen(stats)
+    }
+}
+
+impl Drop for RequestOpen {
+    fn drop(&mut self) {
+        self.0.requests_open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Counts a body as open from its creation until hyper drops it (sent or aborted).

@@ -352,6 +352,18 @@ fn image_entries() -> Vec<CatalogEntry> {
             "FLUX.1 schnell: 12B flow transformer, 4 steps, 1024x1024, Apache-2.0 (70 GB with the fp32 T5)",
         ),
         entry(
+            "lmz/candle-flux",
+            Family::Flux,
+            &[Capability::TextToImage],
+            &["flux1-schnell.gguf"],
+            vec![
+                RepoFiles::new(RepoRef::main("black-forest-labs/FLUX.1-schnell"), &["ae.safetensors", "tokenizer_2/tokenizer.json"]),
+                RepoFiles::new(t5_xxl(), &["config.json", "model.safetensors"]),
+                RepoFiles::new(RepoRef::main(CLIP_L), &["model.safetensors", "tokenizer.json"]),
+            ],
+            "FLUX.1 schnell with a GGUF-quantized transformer (candle's own quantisation); AE, T5 and CLIP as the full entry",
+        ),
+        entry(
             "openai/clip-vit-base-patch32",
             Family::Clip,
             &[Capability::ImageEmbedding],
