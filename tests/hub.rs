@@ -183,12 +183,10 @@ async fn transient_failures_are_retried_until_the_file_arrives() {
             // Resumed, not restarted: at most one fault's worth of bytes went twice.
             assert!(fixture.mirror.stats().bytes_sent() < (size + 600_000) as u64, "{name}: resent from the start");
         }
-        if name.contains("reset") {
-            // A reset may discard what the kernel had buffered but the client had not read,
-            // so count requests, not bytes: some retry asked for the rest, not the whole file.
-            let ranges = fixture.mirror.stats().range_requests(REPO, file);
-            assert!(ranges.iter().any(|r| !r.starts_with("bytes=0-")), "{name}: never resumed: {ranges:?}");
-        }
+        // A reset may discard everything the kernel had buffered before the client read
+        // it (on a loaded machine, all 300 kB), so whether a retry after a reset resumes
+        // or restarts is up to timing: resumption is asserted by the truncated and
+        // stalled cases above, where the bytes before the fault surely arrived.
     }
 }
 
