@@ -89,3 +89,148 @@ async fn bad_image_bytes_are_invalid_input_before_any_download() {
     assert_eq!(error_kind(&answer), "limit-exceeded", "{answer}");
     assert_eq!(world.mirror.stats().requests(), 0, "nothing may be downloaded for a refused request");
 }
+
+/// A host serving one tiny text-to-image family (SD 3.5 and FLUX each bring their own
+/// tiny T5 and CLIP-L repos, so each gets a hub of its own).
+async fn diffusion_world(write: fn(&std::path::Path) -> Vec<(&'static str, std::path::PathBuf)>) -> (World, tempfile::TempDir) {
+    let repos = tempfile::tempdir().unwrap();
+    let mut builder = hubmirror::Mirror::builder();
+    for (repo, dir) in write(repos.path()) {
+        builder = builder.repo(repo, dir);
+    }
+    let mirror = builder.serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let host = support::host(&mirror.endpoint(), cache.path());
+    let plugin = host.load_plugin(&guest("probe")).unwrap();
+    (World { host, plugin, mirror, _cache: cache }, repos)
+}
+
+fn png_of(answer: &serde_json::Value) -> Vec<u8> {
+    let hex = answer["png"].as_str().unwrap_or_else(|| panic!("no image in {answer}"));
+    (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn sd35_generates_through_a_plugin_reproducibly_with_steps() {
+    let (world, _repos) = diffusion_world(support::tiny_sd35::write).await;
+    let allow = || Policy::default().allow_model(SD35);
+    let args = ["image", SD35, "a red cat", "--width", "64", "--height", "64", "--seed", "42"];
+    let first = world.probe(allow(), &args).await;
+    assert_eq!(first["steps"], serde_json::json!([[1, 4], [2, 4], [3, 4], [4, 4]]), "{first}");
+    assert_eq!((first["width"].as_u64(), first["height"].as_u64(), first["seed"].as_u64()), (Some(64), Some(64), Some(42)));
+    let png = png_of(&first);
+    let decoded = lantern::image_codec::decode(&png, Default::default()).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (64, 64));
+
+    // Another host with its own cache: the same bytes.
+    let (other, _other_repos) = diffusion_world(support::tiny_sd35::write).await;
+    assert_eq!(png_of(&other.probe(allow(), &args).await), png, "same seed, prompt and size must give the same PNG");
+    let different = world.probe(allow(), &["image", SD35, "a red cat", "--width", "64", "--height", "64", "--seed", "43"]).await;
+    assert_ne!(png_of(&different), png);
+
+    // No seed: the host picks one and reports it; asking for it again reproduces the image.
+    let chosen = world.probe(allow(), &["image", SD35, "a red cat", "--width", "64", "--height", "64", "--steps", "2"]).await;
+    let seed = chosen["seed"].as_u64().unwrap().to_string();
+    let again = world.probe(allow(), &["image", SD35, "a red cat", "--width", "64", "--height", "64", "--steps", "2", "--seed", &seed]).await;
+    assert_eq!(png_of(&again), png_of(&chosen));
+
+    // What the model itself refuses: sizes, steps, long prompts in strict mode.
+    for bad in [
+        vec!["--width", "72", "--height", "64"],
+        vec!["--width", "64", "--height", "32"],
+        vec!["--width", "64", "--height", "64", "--steps", "0"],
+    ] {
+        let mut args = vec!["image", SD35, "a red cat"];
+        args.extend(bad.iter().copied());
+        let answer = world.probe(allow(), &args).await;
+        assert_eq!(error_kind(&answer), "invalid-input", "{bad:?}: {answer}");
+    }
+    let empty = world.probe(allow(), &["image", SD35, "  ", "--width", "64", "--height", "64"]).await;
+    assert_eq!(error_kind(&empty), "invalid-input", "{empty}");
+    let long = "a red cat ".repeat(40);
+    let strict = world.probe(allow(), &["image", SD35, &long, "--width", "64", "--height", "64", "--strict"]).await;
+    assert_eq!(error_kind(&strict), "invalid-input", "{strict}");
+    let cut = world.probe(allow(), &["image", SD35, &long, "--width", "64", "--height", "64", "--steps", "1"]).await;
+    assert!(cut["truncated_tokens"].as_u64().unwrap() > 0, "{cut}");
+}
+
+#[tokio::test]
+async fn dropping_an_image_generation_stops_the_work() {
+    let repos = tempfile::tempdir().unwrap();
+    let mut builder = hubmirror::Mirror::builder();
+    for (repo, dir) in support::tiny_sd35::write(repos.path()) {
+        builder = builder.repo(repo, dir);
+    }
+    let mirror = builder.serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    // The host's observer counts the denoising steps that actually ran.
+    let steps = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = steps.clone();
+    let observer: lantern::registry::ActivityObserver = std::sync::Arc::new(move |activity| {
+        if let lantern::Activity::ImageStep { .. } = activity {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let host = lantern::Host::builder()
+        .hub_config(support::hub_config(&mirror.endpoint(), cache.path()))
+        .observer(observer)
+        .build()
+        .unwrap();
+    let plugin = host.load_plugin(&guest("probe")).unwrap();
+    let args = ["image-drop", SD35, "a red cat", "1", "--width", "128", "--height", "128", "--steps", "50"];
+    let output = host.run(&plugin, Policy::default().allow_model(SD35), args.map(String::from).to_vec(), Stdio::Capture).await.unwrap();
+    assert_eq!(json(&output.result)["dropped"], true);
+    // The worker sees the dropped stream at its next step and ends, far short of 50 steps.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while host.registry().active_generations() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the generation went on after its stream was dropped");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let ran = steps.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=20).contains(&ran), "{ran} of 50 steps ran after the plugin dropped the generation at step 1");
+}
+
+/// Generation runs on worker threads: on a one-thread runtime, a 10 ms ticker keeps
+/// ticking while a plugin waits for an image.
+#[tokio::test(flavor = "current_thread")]
+async fn the_runtime_keeps_ticking_while_an_image_is_generated() {
+    let (world, _repos) = diffusion_world(support::tiny_sd35::write).await;
+    // Download and load first, so that what is timed is the generation itself.
+    world.probe(Policy::default().allow_model(SD35), &["prepare", SD35]).await;
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = ticks.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let started = std::time::Instant::now();
+    let answer = world
+        .probe(Policy::default().allow_model(SD35), &["image", SD35, "a red cat", "--width", "128", "--height", "128", "--steps", "12"])
+        .await;
+    let elapsed = started.elapsed();
+    ticker.abort();
+    assert!(answer["png"].is_string(), "{answer}");
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    let expected = elapsed.as_millis() as u64 / 10;
+    assert!(elapsed.as_millis() > 100, "the generation was too quick to tell ({elapsed:?})");
+    assert!(ticks * 3 >= expected, "{ticks} ticks in {elapsed:?}: the runtime was blocked");
+}
+
+#[tokio::test]
+async fn flux_downloads_its_seven_files_and_generates_through_a_plugin() {
+    let (world, _repos) = diffusion_world(support::tiny_flux::write).await;
+    let allow = || Policy::default().allow_model(FLUX);
+    let prepared = world.probe(allow(), &["prepare", FLUX]).await;
+    let events = prepared["events"].as_array().unwrap_or_else(|| panic!("{prepared}"));
+    let last_download = events.iter().rev().find_map(|e| e.get("downloading")).unwrap_or_else(|| panic!("{prepared}"));
+    assert_eq!(last_download["files_total"], 7, "{prepared}");
+    assert_eq!(events.last().unwrap(), "ready", "{prepared}");
+    let answer = world.probe(allow(), &["image", FLUX, "a red cat", "--width", "64", "--height", "64", "--seed", "1"]).await;
+    assert_eq!(answer["steps"].as_array().map(Vec::len), Some(4), "{answer}");
+    let png = png_of(&answer);
+    assert_eq!(lantern::image_codec::decode(&png, Default::default()).unwrap().width(), 64);
+    let refused = world.probe(allow(), &["image", FLUX, "a red cat", "--width", "64", "--height", "64", "--negative", "dogs"]).await;
+    assert_eq!(error_kind(&refused), "invalid-input", "FLUX schnell takes no negative prompt: {refused}");
+}
