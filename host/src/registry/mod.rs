@@ -456,13 +456,25 @@ impl ModelRegistry {
         let model = self.text_generator(key, None).await?;
         let preparing = model.clone();
         let prepared = run_blocking("preparing the prompt", move || preparing.prepare(&prompt)).await?;
+        Ok(self.stream_text(key, move |sink| model.generate(&prepared, &params, sink)))
+    }
+
+    /// Runs `work` on a worker thread of its own, streaming its text into the returned
+    /// stream; a panic or an error ends the stream with a typed error.
+    fn stream_text(
+        &self,
+        key: &str,
+        work: impl FnOnce(&mut dyn crate::capabilities::GenerationSink) -> LanternResult<crate::capabilities::Generated>
+            + Send
+            + 'static,
+    ) -> EventStream<GenerationEvent> {
         let (sender, stream) = EventStream::channel(GENERATION_AHEAD);
         let key = key.to_string();
         let active = ActiveGuard::enter(&self.active_generations);
         tokio::task::spawn_blocking(move || {
             let _active = active;
             let mut sink = ChannelSink(&sender);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.generate(&prepared, &params, &mut sink)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut sink)));
             let error = match outcome {
                 Ok(Ok(_)) => return,
                 Ok(Err(error)) => error,
@@ -470,7 +482,7 @@ impl ModelRegistry {
             };
             sender.send_blocking(Err(error));
         });
-        Ok(stream)
+        stream
     }
 
     /// How many generations are running on worker threads right now.
