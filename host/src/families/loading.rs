@@ -43,18 +43,35 @@ struct ShardIndex {
     weight_map: std::collections::BTreeMap<String, String>,
 }
 
-/// Memory-maps the model's weights: the shards named by `model.safetensors.index.json`
+/// The weight files of the model: the shards named by `model.safetensors.index.json`
 /// when the repo is sharded (the catalog then lists that index), else `model.safetensors`.
-pub fn checkpoint<'a>(files: &ModelFiles, dtype: DType, device: &Device) -> LanternResult<VarBuilder<'a>> {
+pub fn checkpoint_files(files: &ModelFiles) -> LanternResult<Vec<String>> {
     const INDEX: &str = "model.safetensors.index.json";
     if files.path(INDEX).is_err() {
-        return safetensors(files, &["model.safetensors"], dtype, device);
+        return Ok(vec!["model.safetensors".to_string()]);
     }
     let index: ShardIndex = json_config(files, INDEX)?;
-    let mut shards: Vec<&str> = index.weight_map.values().map(String::as_str).collect();
+    let mut shards: Vec<String> = index.weight_map.into_values().collect();
     shards.sort_unstable();
     shards.dedup();
-    safetensors(files, &shards, dtype, device)
+    Ok(shards)
+}
+
+/// Memory-maps the model's weights (see [`checkpoint_files`]).
+pub fn checkpoint<'a>(files: &ModelFiles, dtype: DType, device: &Device) -> LanternResult<VarBuilder<'a>> {
+    let shards = checkpoint_files(files)?;
+    let names: Vec<&str> = shards.iter().map(String::as_str).collect();
+    safetensors(files, &names, dtype, device)
+}
+
+/// Name and shape of every tensor in the given weight files, read from their headers
+/// only: lets a family check a checkpoint before handing it to candle code that panics
+/// on a missing or misshapen tensor.
+pub fn tensor_shapes(files: &ModelFiles, names: &[String]) -> LanternResult<std::collections::HashMap<String, Vec<usize>>> {
+    let paths: Vec<&Path> = names.iter().map(|name| files.path(name)).collect::<LanternResult<_>>()?;
+    // Safety: as in `safetensors`; only the headers are read.
+    let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&paths) }.map_err(|e| load_error(&names.join(", "), e))?;
+    Ok(tensors.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect())
 }
 
 /// Lets candle code that asks for `{prefix}.name` read a checkpoint saved without that

@@ -4,6 +4,7 @@
 
 pub mod bert;
 pub mod clip;
+pub mod clip_preprocess;
 pub mod decoding;
 pub mod diffusion;
 pub mod flux;
