@@ -75,6 +75,11 @@ fn texts() -> Vec<String> {
     texts
 }
 
+/// The side of the tower's input (upscaled test pictures are exact too).
+fn tiny_side(clip: &Clip) -> u32 {
+    clip.preprocessor().output_size().0
+}
+
 fn flat(tensor: &candle_core::Tensor) -> Vec<f32> {
     tensor.flatten_all().unwrap().to_vec1().unwrap()
 }
@@ -112,6 +117,7 @@ fn vectors_match_transformers() {
         let text_vectors = clip.embed_token_ids(&token_ids).unwrap();
         for (index, (got, want)) in text_vectors.iter().zip(expected["text_vectors"].as_array().unwrap()).enumerate() {
             let similarity = cosine(got, &floats(want));
+            eprintln!("{key}: text {index} cosine {similarity:.7}");
             assert!(similarity >= 0.9999, "{key}: text {index} cosine {similarity}");
         }
         let side = clip.preprocessor().output_size().0 as usize;
@@ -120,13 +126,17 @@ fn vectors_match_transformers() {
         let image_vectors = clip.embed_pixels(&batch).unwrap();
         for (index, (got, want)) in image_vectors.iter().zip(expected["image_vectors"].as_array().unwrap()).enumerate() {
             let similarity = cosine(got, &floats(want));
+            eprintln!("{key}: image {index} cosine {similarity:.7}");
             assert!(similarity >= 0.9999, "{key}: image {index} cosine {similarity}");
         }
     }
 }
 
-/// Our resize/crop/normalise against transformers' two CLIP processors (torchvision
-/// and PIL backends) on the same pictures: at most a few 8-bit levels apart.
+/// Our resize/crop/normalise against transformers' CLIP processors on the same pictures.
+/// We resize with Pillow's algorithm, so the wide, square and upscaled pictures come out
+/// equal to the PIL-backed processor's; on the tall one the Pillow build that wrote the
+/// fixture (13.0) rounds its two passes differently and some pixels are up to ~7 levels
+/// off. The torchvision-backed processor, where the fixture has it, is a few levels off.
 #[test]
 fn preprocessing_matches_clip_image_processor() {
     let reference = reference();
@@ -135,14 +145,18 @@ fn preprocessing_matches_clip_image_processor() {
         for (index, image) in images().iter().enumerate() {
             let ours = flat(&clip.preprocessor().preprocess(image, &candle_core::Device::Cpu).unwrap());
             assert_eq!(ours, floats(&expected["pixels"][index]), "{key}: image {index} preprocessing changed since the fixture");
-            for backend in ["processor_pixels", "processor_pil_pixels"] {
+            // One 8-bit level is 1/255/std ≈ 0.015 after normalising.
+            let exact = IMAGES[index].0 >= IMAGES[index].1 || IMAGES[index].0 < tiny_side(clip);
+            for (backend, bound) in [("processor_pil_pixels", if exact { 1e-5 } else { 0.15 }), ("processor_pixels", 0.15)] {
                 if expected[backend].is_null() {
-                    continue; // the torchvision processor where the fixture was written without torchvision
+                    continue; // the torchvision processor, where the fixture was written without torchvision
                 }
                 let theirs = floats(&expected[backend][index]);
-                let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                // One 8-bit level is 1/255/std ≈ 0.015 after normalising.
-                assert!(worst < 0.1, "{key}: image {index} vs {backend}: max difference {worst}");
+                let differences: Vec<f32> = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).collect();
+                let worst = differences.iter().copied().fold(0f32, f32::max);
+                let mean = differences.iter().sum::<f32>() / differences.len() as f32;
+                eprintln!("{key}: image {:?} vs {backend}: max {worst:.5}, mean {mean:.6}", IMAGES[index]);
+                assert!(worst < bound && mean < 0.01, "{key}: image {index} vs {backend}: max {worst}, mean {mean}");
             }
         }
     }

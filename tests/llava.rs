@@ -118,6 +118,8 @@ fn greedy_answers_equal_transformers() {
         let ours = prompt(index);
         assert_eq!(ours.ids, ids(&case["ids"]), "case {index}: prompt ids changed since the fixture was written");
         let pixels: Vec<f32> = case["pixels"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let our_pixels: Vec<f32> = ours.pixels.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(our_pixels, pixels, "case {index}: preprocessing changed since the fixture was written");
         let fixture = VisionPrompt {
             ids: ids(&case["ids"]),
             pixels: Tensor::from_vec(pixels, (1, 3, tiny_llava::IMAGE_SIZE, tiny_llava::IMAGE_SIZE), &Device::Cpu).unwrap(),

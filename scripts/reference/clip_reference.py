@@ -56,7 +56,7 @@ def main(inputs_dir: str, fixture: str) -> None:
         model = CLIPModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
         with torch.no_grad():
             text_vectors = [
-                rounded(features(model.get_text_features(input_ids=torch.tensor([ids]))[0]))
+                rounded(features(model.get_text_features(input_ids=torch.tensor([ids])))[0])
                 for ids in case["token_ids"]
             ]
             side = model.config.vision_config.image_size

@@ -4,17 +4,15 @@
 //! normalise with the CLIP mean and std. This is not candle's CLIP example, which
 //! squashes to the full size and maps to [-1, 1].
 //!
-//! Bicubic is `image`'s Catmull-Rom filter, the same kernel (a = -0.5) as PIL's bicubic,
-//! both widened when downscaling (antialiasing). `image` keeps the first pass in floats
-//! where PIL rounds it to 8 bits, so a pixel may differ from PIL's by one level (1/255);
-//! the reference fixture measures how far we are from transformers' processors.
+//! Resizing is Pillow's, reproduced exactly ([`super::pil_resize`]), so the pixels equal
+//! those of transformers' PIL-backed `CLIPImageProcessor`; the reference fixture checks it.
 
 use candle_core::{Device, Tensor};
-use image::imageops::FilterType;
 use image::RgbImage;
 use serde::Deserialize;
 
 use super::loading;
+use super::pil_resize::{self, PilFilter};
 use crate::error::{LanternError, LanternResult};
 use crate::hub::ModelFiles;
 
@@ -46,7 +44,8 @@ struct PreprocessorConfig {
     rescale_factor: f32,
     image_mean: Option<[f32; 3]>,
     image_std: Option<[f32; 3]>,
-    /// PIL's resampling code: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic.
+    /// PIL's resampling code: 1 lanczos, 2 bilinear, 3 bicubic (0 nearest, 4 box and
+    /// 5 hamming are not supported).
     #[serde(default = "bicubic")]
     resample: u32,
 }
@@ -70,7 +69,7 @@ enum Resize {
 /// The preprocessing of one model, checked at load.
 #[derive(Debug, Clone)]
 pub struct ClipPreprocessor {
-    resize: Option<(Resize, FilterType)>,
+    resize: Option<(Resize, PilFilter)>,
     crop: Option<(u32, u32)>,
     scale: f32,
     mean: [f32; 3],
@@ -90,10 +89,9 @@ impl ClipPreprocessor {
     fn from_config(config: PreprocessorConfig, image_size: usize) -> LanternResult<Self> {
         let unsupported = |what: String| LanternError::ModelNotSupported(format!("preprocessor_config.json: {what}"));
         let filter = match config.resample {
-            0 => FilterType::Nearest,
-            1 => FilterType::Lanczos3,
-            2 => FilterType::Triangle,
-            3 => FilterType::CatmullRom,
+            1 => PilFilter::Lanczos,
+            2 => PilFilter::Bilinear,
+            3 => PilFilter::Bicubic,
             other => return Err(unsupported(format!("resample {other}"))),
         };
         let resize = match (config.do_resize, config.size) {
@@ -148,10 +146,10 @@ impl ClipPreprocessor {
         }
         let resized = match self.resize {
             None => image.clone(),
-            Some((Resize::Exact { width, height }, filter)) => image::imageops::resize(image, width, height, filter),
+            Some((Resize::Exact { width, height }, filter)) => pil_resize::resize(image, width, height, filter),
             Some((Resize::ShortestEdge(edge), filter)) => {
                 let (w, h) = shortest_edge_size(width, height, edge);
-                image::imageops::resize(image, w, h, filter)
+                pil_resize::resize(image, w, h, filter)
             }
         };
         let Some((crop_w, crop_h)) = self.crop else {

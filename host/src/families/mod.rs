@@ -15,6 +15,7 @@ pub mod jina_bert;
 pub mod llava;
 mod loading;
 pub mod nvembed;
+mod pil_resize;
 pub mod pipeline;
 mod pooling;
 pub mod sd35;
