@@ -197,6 +197,16 @@ fn a_batch_gives_what_each_input_gives_alone() {
 }
 
 #[test]
+fn a_long_thin_picture_is_cropped_not_blown_up() {
+    let clip = model(CLIP_BASE);
+    // Resized whole it would be 32 x 48000 pixels; only the centre crop is computed.
+    let started = std::time::Instant::now();
+    let vectors = clip.embed_images(&[test_image(2, 3000), test_image(3000, 2)]).unwrap();
+    assert_eq!(vectors.len(), 2);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
 fn a_long_text_is_cut_to_77_positions_ending_with_end_of_text() {
     let clip = model(CLIP_BASE);
     let ids = clip.token_ids(&long_text(100, "on the mat")).unwrap();

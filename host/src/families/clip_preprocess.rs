@@ -139,30 +139,28 @@ impl ClipPreprocessor {
     }
 
     /// The resized and cropped image, still 8-bit (what the normalisation then reads).
+    /// Only the cropped part is computed, so an extreme aspect ratio costs nothing extra.
     pub fn resize_and_crop(&self, image: &RgbImage) -> LanternResult<RgbImage> {
         let (width, height) = image.dimensions();
         if width == 0 || height == 0 {
             return Err(LanternError::InvalidInput("the image is empty".into()));
         }
-        let resized = match self.resize {
-            None => image.clone(),
-            Some((Resize::Exact { width, height }, filter)) => pil_resize::resize(image, width, height, filter),
-            Some((Resize::ShortestEdge(edge), filter)) => {
-                let (w, h) = shortest_edge_size(width, height, edge);
-                pil_resize::resize(image, w, h, filter)
-            }
+        let (resized, filter) = match self.resize {
+            None => ((width, height), PilFilter::Bicubic),
+            Some((Resize::Exact { width, height }, filter)) => ((width, height), filter),
+            Some((Resize::ShortestEdge(edge), filter)) => (shortest_edge_size(width, height, edge), filter),
         };
-        let Some((crop_w, crop_h)) = self.crop else {
-            return Ok(resized);
-        };
-        let (width, height) = resized.dimensions();
-        if width < crop_w || height < crop_h {
-            // Only an image resized to exact sizes can be smaller than the crop; checked at load.
-            return Err(LanternError::InvalidInput(format!("image {width}x{height} is smaller than the crop {crop_w}x{crop_h}")));
+        let (crop_w, crop_h) = self.crop.unwrap_or(resized);
+        if resized.0 < crop_w || resized.1 < crop_h {
+            // Only an image not resized can be smaller than the crop (the config is checked at load).
+            return Err(LanternError::InvalidInput(format!(
+                "image {}x{} is smaller than the crop {crop_w}x{crop_h}",
+                resized.0, resized.1
+            )));
         }
-        let left = (width - crop_w) / 2;
-        let top = (height - crop_h) / 2;
-        Ok(image::imageops::crop_imm(&resized, left, top, crop_w, crop_h).to_image())
+        // transformers' `center_crop`: the offset rounded down.
+        let region = ((resized.0 - crop_w) / 2, (resized.1 - crop_h) / 2, crop_w, crop_h);
+        Ok(pil_resize::resize_region(image, resized.0, resized.1, region, filter))
     }
 
     /// The model's input for one image: (3, height, width) f32, channels first.

@@ -178,3 +178,35 @@ impl HfTextConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openai_l14_336_config_reads_into_candle_configs() {
+        // openai/clip-vit-large-patch14-336's config.json, the keys that matter.
+        let config: HfClipConfig = serde_json::from_str(
+            r#"{"architectures":["CLIPModel"],"logit_scale_init_value":2.6592,"model_type":"clip","projection_dim":768,
+            "text_config":{"bos_token_id":0,"eos_token_id":2,"hidden_act":"quick_gelu","hidden_size":768,"intermediate_size":3072,
+              "layer_norm_eps":1e-05,"max_position_embeddings":77,"model_type":"clip_text_model","num_attention_heads":12,
+              "num_hidden_layers":12,"projection_dim":768,"vocab_size":49408},
+            "text_config_dict":{"hidden_size":768},"torch_dtype":"float32",
+            "vision_config":{"hidden_act":"quick_gelu","hidden_size":1024,"image_size":336,"intermediate_size":4096,
+              "layer_norm_eps":1e-05,"model_type":"clip_vision_model","num_attention_heads":16,"num_hidden_layers":24,
+              "patch_size":14,"projection_dim":768}}"#,
+        )
+        .unwrap();
+        let text = config.text_config.to_candle(config.projection_dim).unwrap();
+        let vision = config.vision_config.to_candle(config.projection_dim).unwrap();
+        assert_eq!((text.embed_dim, text.num_attention_heads, text.vocab_size, text.max_position_embeddings), (768, 12, 49408, 77));
+        assert_eq!((vision.embed_dim, vision.num_hidden_layers, vision.image_size, vision.patch_size), (1024, 24, 336, 14));
+        assert_eq!(config.vision_config.patches(), 576);
+    }
+
+    #[test]
+    fn another_activation_is_refused() {
+        let config: HfVisionConfig = serde_json::from_str(r#"{"hidden_act":"gelu"}"#).unwrap();
+        assert!(matches!(config.to_candle(512), Err(LanternError::ModelNotSupported(_))));
+    }
+}
