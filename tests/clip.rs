@@ -95,8 +95,10 @@ fn write_reference_inputs() {
     let mut keys = serde_json::Map::new();
     for (key, clip) in &loaded().models {
         let token_ids: Vec<Vec<u32>> = texts().iter().map(|t| clip.token_ids(t).unwrap()).collect();
-        let pixels: Vec<Vec<f32>> =
-            images().iter().map(|image| flat(&clip.preprocessor().preprocess(image, &candle_core::Device::Cpu).unwrap())).collect();
+        let pixels: Vec<Vec<f32>> = images()
+            .iter()
+            .map(|image| flat(&clip.preprocessor().preprocess(image, &candle_core::Device::Cpu).unwrap()))
+            .collect();
         keys.insert(
             key.to_string(),
             json!({"folder": key.replace('/', "--"), "texts": texts(), "token_ids": token_ids, "images": IMAGES, "pixels": pixels}),

@@ -227,7 +227,9 @@ fn a_checkpoint_without_a_needed_tensor_is_a_typed_error() {
         "vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight",
     ] {
         match load_without(tensor) {
-            Err(LanternError::ModelNotSupported(message)) => assert!(message.contains(tensor) || message.contains("fc1"), "{message}"),
+            Err(LanternError::ModelNotSupported(message)) => {
+                assert!(message.contains(tensor) || message.contains("fc1"), "{message}")
+            }
             Err(other) => panic!("{tensor}: wrong error {other}"),
             Ok(_) => panic!("{tensor}: loaded without it"),
         }

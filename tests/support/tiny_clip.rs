@@ -71,7 +71,8 @@ impl Tensors {
         let mut total = 0;
         for (index, chunk) in names.chunks(per_shard).enumerate() {
             let file = format!("model-{:05}-of-{shards:05}.safetensors", index + 1);
-            let part: HashMap<&String, Tensor> = chunk.iter().map(|name| (*name, self.tensors[*name].to_dtype(dtype).unwrap())).collect();
+            let part: HashMap<&String, Tensor> =
+                chunk.iter().map(|name| (*name, self.tensors[*name].to_dtype(dtype).unwrap())).collect();
             total += part.values().map(|t| t.elem_count() * dtype.size_in_bytes()).sum::<usize>();
             candle_core::safetensors::save(&part, dir.join(&file)).unwrap();
             for name in chunk {
@@ -178,7 +179,11 @@ fn clip_repo(dir: &Path, repo: &str, s: ClipShape) {
 /// Tiny `openai/clip-vit-base-patch32`: 32 px images, 16 px patches, a 24-wide space.
 pub fn clip_base(dir: &Path) {
     let tower = Tower { hidden: 32, intermediate: 64, layers: 2, heads: 2 };
-    clip_repo(dir, CLIP_BASE, ClipShape { text: tower, vision: tower, image_size: 32, patch: 16, projection: 24, seed: 0xC11F_0032 });
+    clip_repo(
+        dir,
+        CLIP_BASE,
+        ClipShape { text: tower, vision: tower, image_size: 32, patch: 16, projection: 24, seed: 0xC11F_0032 },
+    );
 }
 
 /// Tiny `openai/clip-vit-large-patch14-336`: 28 px images, 14 px patches, a 20-wide space.
@@ -190,7 +195,8 @@ pub fn clip_large_336(dir: &Path) {
 
 /// Both tiny CLIP repos under `root`, as (repo id, folder).
 pub fn all(root: &Path) -> Vec<(&'static str, PathBuf)> {
-    let makers: [(&str, fn(&Path)); 2] = [(CLIP_BASE, clip_base), (CLIP_LARGE_336, clip_large_336)];
+    type Maker = (&'static str, fn(&Path));
+    let makers: [Maker; 2] = [(CLIP_BASE, clip_base), (CLIP_LARGE_336, clip_large_336)];
     makers
         .into_iter()
         .map(|(repo, make)| {
@@ -230,7 +236,8 @@ pub fn fetch_through_hub(
         let mut fetched = Vec::new();
         for key in keys {
             let entry = host.registry().catalog().get(key).unwrap_or_else(|| panic!("{key} is not in the catalog"));
-            fetched.push(host.registry().hub().fetch_from_repos(&entry.all_repos(), None).await.expect("fetching through the hub"));
+            fetched
+                .push(host.registry().hub().fetch_from_repos(&entry.all_repos(), None).await.expect("fetching through the hub"));
         }
         (fetched, (repos, cache))
     })

@@ -16,7 +16,10 @@ use super::pil_resize::{self, PilFilter};
 use crate::error::{LanternError, LanternResult};
 use crate::hub::ModelFiles;
 
+/// transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD, digits as published.
+#[allow(clippy::excessive_precision)]
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// `size` / `crop_size` as the config spells them: a bare number (old CLIP repos) or a dict.
@@ -97,7 +100,9 @@ impl ClipPreprocessor {
         let resize = match (config.do_resize, config.size) {
             (false, _) => None,
             (true, None) => return Err(unsupported("do_resize without size".into())),
-            (true, Some(SizeSpec::Edge(edge) | SizeSpec::Shortest { shortest_edge: edge })) => Some((Resize::ShortestEdge(edge), filter)),
+            (true, Some(SizeSpec::Edge(edge) | SizeSpec::Shortest { shortest_edge: edge })) => {
+                Some((Resize::ShortestEdge(edge), filter))
+            }
             (true, Some(SizeSpec::Exact { height, width })) => Some((Resize::Exact { width, height }, filter)),
         };
         let crop = match (config.do_center_crop, config.crop_size) {
@@ -126,7 +131,7 @@ impl ClipPreprocessor {
         } else {
             ([0.0; 3], [1.0; 3])
         };
-        if std.iter().any(|s| *s == 0.0) {
+        if std.contains(&0.0) {
             return Err(unsupported("image_std has a zero".into()));
         }
         let scale = if config.do_rescale { config.rescale_factor } else { 1.0 };
@@ -175,7 +180,8 @@ impl ClipPreprocessor {
                 values[channel * plane + index] = (scaled - self.mean[channel]) / self.std[channel];
             }
         }
-        Tensor::from_vec(values, (3, height as usize, width as usize), device).map_err(|e| LanternError::inference("preprocessing an image", e))
+        Tensor::from_vec(values, (3, height as usize, width as usize), device)
+            .map_err(|e| LanternError::inference("preprocessing an image", e))
     }
 
     /// Several images stacked into one (N, 3, height, width) batch.

@@ -70,7 +70,8 @@ pub fn checkpoint<'a>(files: &ModelFiles, dtype: DType, device: &Device) -> Lant
 pub fn tensor_shapes(files: &ModelFiles, names: &[String]) -> LanternResult<std::collections::HashMap<String, Vec<usize>>> {
     let paths: Vec<&Path> = names.iter().map(|name| files.path(name)).collect::<LanternResult<_>>()?;
     // Safety: as in `safetensors`; only the headers are read.
-    let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&paths) }.map_err(|e| load_error(&names.join(", "), e))?;
+    let tensors =
+        unsafe { candle_core::safetensors::MmapedSafetensors::multi(&paths) }.map_err(|e| load_error(&names.join(", "), e))?;
     Ok(tensors.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect())
 }
 

@@ -125,8 +125,10 @@ fn check_supported(tower: &str, hidden_act: &str, eps: f64) -> LanternResult<Act
 }
 
 fn check_heads(tower: &str, width: usize, heads: usize) -> LanternResult<()> {
-    if heads == 0 || width % heads != 0 {
-        return Err(LanternError::ModelNotSupported(format!("CLIP {tower} tower: width {width} is not a multiple of {heads} heads")));
+    if heads == 0 || !width.is_multiple_of(heads) {
+        return Err(LanternError::ModelNotSupported(format!(
+            "CLIP {tower} tower: width {width} is not a multiple of {heads} heads"
+        )));
     }
     Ok(())
 }
@@ -136,7 +138,7 @@ impl HfVisionConfig {
     pub fn to_candle(&self, projection_dim: usize) -> LanternResult<ClipVisionConfig> {
         let activation = check_supported("vision", &self.hidden_act, self.layer_norm_eps)?;
         check_heads("vision", self.hidden_size, self.num_attention_heads)?;
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(LanternError::ModelNotSupported(format!(
                 "CLIP vision tower: image size {} is not a multiple of patch size {}",
                 self.image_size, self.patch_size
@@ -199,7 +201,10 @@ mod tests {
         .unwrap();
         let text = config.text_config.to_candle(config.projection_dim).unwrap();
         let vision = config.vision_config.to_candle(config.projection_dim).unwrap();
-        assert_eq!((text.embed_dim, text.num_attention_heads, text.vocab_size, text.max_position_embeddings), (768, 12, 49408, 77));
+        assert_eq!(
+            (text.embed_dim, text.num_attention_heads, text.vocab_size, text.max_position_embeddings),
+            (768, 12, 49408, 77)
+        );
         assert_eq!((vision.embed_dim, vision.num_hidden_layers, vision.image_size, vision.patch_size), (1024, 24, 336, 14));
         assert_eq!(config.vision_config.patches(), 576);
     }

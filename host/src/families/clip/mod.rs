@@ -82,7 +82,8 @@ pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<Clip> {
     let bad = |e: candle_core::Error| LanternError::ModelNotSupported(format!("{}: {e}", files.repo.repo));
     let text = ClipTextTransformer::new(weights.pp("text_model"), &text_config).map_err(bad)?;
     let vision = ClipVisionTransformer::new(weights.pp("vision_model"), &vision_config).map_err(bad)?;
-    let text_projection = candle_nn::linear_no_bias(text_config.embed_dim, dimensions, weights.pp("text_projection")).map_err(bad)?;
+    let text_projection =
+        candle_nn::linear_no_bias(text_config.embed_dim, dimensions, weights.pp("text_projection")).map_err(bad)?;
     let visual_projection =
         candle_nn::linear_no_bias(vision_config.embed_dim, dimensions, weights.pp("visual_projection")).map_err(bad)?;
     Ok(Clip {

@@ -158,8 +158,8 @@ fn candle_vision_layer(feature_layer: &serde_json::Value, layers: usize) -> Lant
 impl LlavaSetup {
     pub fn parse(config_json: &str, generation_json: &str) -> LanternResult<Self> {
         let config: HfLlavaConfig = serde_json::from_str(config_json).map_err(|e| unsupported(e.to_string()))?;
-        let generation: GenerationConfig =
-            serde_json::from_str(generation_json).map_err(|e| LanternError::ModelNotSupported(format!("generation_config.json: {e}")))?;
+        let generation: GenerationConfig = serde_json::from_str(generation_json)
+            .map_err(|e| LanternError::ModelNotSupported(format!("generation_config.json: {e}")))?;
         let text = &config.text_config;
         if text.hidden_act != "silu" {
             return Err(unsupported(format!("text hidden_act {:?}: only silu is supported", text.hidden_act)));
@@ -168,7 +168,11 @@ impl LlavaSetup {
             return Err(unsupported("rope_scaling is not supported".into()));
         }
         let kv_heads = text.num_key_value_heads.unwrap_or(text.num_attention_heads);
-        if text.num_attention_heads == 0 || text.hidden_size % text.num_attention_heads != 0 || kv_heads == 0 || text.num_attention_heads % kv_heads != 0 {
+        if text.num_attention_heads == 0
+            || !text.hidden_size.is_multiple_of(text.num_attention_heads)
+            || kv_heads == 0
+            || !text.num_attention_heads.is_multiple_of(kv_heads)
+        {
             return Err(unsupported(format!(
                 "{} heads, {kv_heads} key-value heads for width {}",
                 text.num_attention_heads, text.hidden_size
@@ -223,7 +227,8 @@ impl LlavaSetup {
     pub fn llama_tensors(&self, prefix: &str) -> Vec<(String, Vec<usize>)> {
         let c = &self.llama;
         let head_dim = c.hidden_size / c.num_attention_heads;
-        let (h, i, q, kv) = (c.hidden_size, c.intermediate_size, head_dim * c.num_attention_heads, head_dim * c.num_key_value_heads);
+        let (h, i, q, kv) =
+            (c.hidden_size, c.intermediate_size, head_dim * c.num_attention_heads, head_dim * c.num_key_value_heads);
         let mut tensors = vec![
             (format!("{prefix}.model.embed_tokens.weight"), vec![c.vocab_size, h]),
             (format!("{prefix}.model.norm.weight"), vec![h]),

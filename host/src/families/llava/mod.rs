@@ -63,7 +63,9 @@ fn check_tensors(files: &ModelFiles, setup: &LlavaSetup) -> LanternResult<()> {
     needed.push(("multi_modal_projector.linear_2.weight".into(), vec![width, width]));
     for (name, shape) in needed {
         match shapes.get(&name) {
-            None => return Err(LanternError::ModelNotSupported(format!("{}: the checkpoint has no tensor {name}", files.repo.repo))),
+            None => {
+                return Err(LanternError::ModelNotSupported(format!("{}: the checkpoint has no tensor {name}", files.repo.repo)))
+            }
             Some(found) if *found != shape => {
                 return Err(LanternError::ModelNotSupported(format!(
                     "{}: tensor {name} has shape {found:?}, the config implies {shape:?}",
@@ -181,7 +183,11 @@ impl WithImage<'_> {
             })
             .collect();
         if next_feature - ids.len() != features.dim(0)? {
-            candle_core::bail!("the prompt has {} image positions for {} image features", next_feature - ids.len(), features.dim(0)?);
+            candle_core::bail!(
+                "the prompt has {} image positions for {} image features",
+                next_feature - ids.len(),
+                features.dim(0)?
+            );
         }
         let all = Tensor::cat(&[text, features.to_dtype(DType::F32)?], 0)?;
         all.index_select(&Tensor::new(rows.as_slice(), features.device())?, 0)?.unsqueeze(0)
@@ -211,7 +217,12 @@ impl VisionLanguageModel for Llava {
         Ok(VisionPrompt { ids, pixels, image_size: image.dimensions() })
     }
 
-    fn generate(&self, prompt: &VisionPrompt, params: &SamplingParams, sink: &mut dyn GenerationSink) -> LanternResult<Generated> {
+    fn generate(
+        &self,
+        prompt: &VisionPrompt,
+        params: &SamplingParams,
+        sink: &mut dyn GenerationSink,
+    ) -> LanternResult<Generated> {
         let features = self.image_features(&prompt.pixels)?;
         let image_positions = prompt.ids.iter().filter(|id| **id == self.setup.image_token).count();
         if image_positions != self.setup.image_features {
@@ -220,7 +231,8 @@ impl VisionLanguageModel for Llava {
                 self.setup.image_features
             )));
         }
-        let cache = Cache::new(true, DType::F32, &self.setup.llama, &self.device).map_err(|e| LanternError::inference("generating", e))?;
+        let cache = Cache::new(true, DType::F32, &self.setup.llama, &self.device)
+            .map_err(|e| LanternError::inference("generating", e))?;
         let mut model = WithImage { llama: &self.llama, cache, image: Some(features), image_token: self.setup.image_token };
         let setup = DecodeSetup {
             tokenizer: &self.tokenizer,
