@@ -64,17 +64,6 @@ pub fn checkpoint<'a>(files: &ModelFiles, dtype: DType, device: &Device) -> Lant
     safetensors(files, &names, dtype, device)
 }
 
-/// Name and shape of every tensor in the given weight files, read from their headers
-/// only: lets a family check a checkpoint before handing it to candle code that panics
-/// on a missing or misshapen tensor.
-pub fn tensor_shapes(files: &ModelFiles, names: &[String]) -> LanternResult<std::collections::HashMap<String, Vec<usize>>> {
-    let paths: Vec<&Path> = names.iter().map(|name| files.path(name)).collect::<LanternResult<_>>()?;
-    // Safety: as in `safetensors`; only the headers are read.
-    let tensors =
-        unsafe { candle_core::safetensors::MmapedSafetensors::multi(&paths) }.map_err(|e| load_error(&names.join(", "), e))?;
-    Ok(tensors.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect())
-}
-
 /// Lets candle code that asks for `{prefix}.name` read a checkpoint saved without that
 /// prefix (a bare `Qwen2Model` instead of the causal-LM wrapper), deciding by whether
 /// `{prefix}.{probe}` is present.

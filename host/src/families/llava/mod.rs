@@ -27,6 +27,7 @@ use tokenizers::Tokenizer;
 
 use super::clip_preprocess::ClipPreprocessor;
 use super::decoding::{self, CausalLm, DecodeSetup};
+use super::diffusion::weights::Shapes;
 use super::loading;
 use crate::capabilities::{Generated, GenerationSink, SamplingParams, VisionLanguageModel, VisionPrompt};
 use crate::error::{LanternError, LanternResult};
@@ -51,9 +52,13 @@ fn read_text(files: &ModelFiles, file: &str) -> LanternResult<String> {
     std::fs::read_to_string(files.path(file)?).map_err(|e| LanternError::InferenceFailed(format!("loading {file}: {e}")))
 }
 
-/// Every tensor candle will ask for, present with the shape it will ask for.
+/// Every tensor candle will ask for, present with the shape it will ask for (read from
+/// the shards' headers only).
 fn check_tensors(files: &ModelFiles, setup: &LlavaSetup) -> LanternResult<()> {
-    let shapes = loading::tensor_shapes(files, &loading::checkpoint_files(files)?)?;
+    let shards = loading::checkpoint_files(files)?
+        .iter()
+        .map(|name| Shapes::read(files.path(name)?, &format!("{}/{name}", files.repo.repo)))
+        .collect::<LanternResult<Vec<Shapes>>>()?;
     let vision_width = setup.vision.embed_dim;
     let width = setup.llama.hidden_size;
     let mut needed = setup.llama_tensors(LANGUAGE_MODEL);
@@ -62,7 +67,7 @@ fn check_tensors(files: &ModelFiles, setup: &LlavaSetup) -> LanternResult<()> {
     needed.push(("multi_modal_projector.linear_1.weight".into(), vec![width, vision_width]));
     needed.push(("multi_modal_projector.linear_2.weight".into(), vec![width, width]));
     for (name, shape) in needed {
-        match shapes.get(&name) {
+        match shards.iter().find(|shard| shard.contains(&name)).map(|shard| shard.shape(&name)).transpose()? {
             None => {
                 return Err(LanternError::ModelNotSupported(format!("{}: the checkpoint has no tensor {name}", files.repo.repo)))
             }
