@@ -43,18 +43,25 @@ struct ShardIndex {
     weight_map: std::collections::BTreeMap<String, String>,
 }
 
-/// Memory-maps the model's weights: the shards named by `model.safetensors.index.json`
+/// The weight files of the model: the shards named by `model.safetensors.index.json`
 /// when the repo is sharded (the catalog then lists that index), else `model.safetensors`.
-pub fn checkpoint<'a>(files: &ModelFiles, dtype: DType, device: &Device) -> LanternResult<VarBuilder<'a>> {
+pub fn checkpoint_files(files: &ModelFiles) -> LanternResult<Vec<String>> {
     const INDEX: &str = "model.safetensors.index.json";
     if files.path(INDEX).is_err() {
-        return safetensors(files, &["model.safetensors"], dtype, device);
+        return Ok(vec!["model.safetensors".to_string()]);
     }
     let index: ShardIndex = json_config(files, INDEX)?;
-    let mut shards: Vec<&str> = index.weight_map.values().map(String::as_str).collect();
+    let mut shards: Vec<String> = index.weight_map.into_values().collect();
     shards.sort_unstable();
     shards.dedup();
-    safetensors(files, &shards, dtype, device)
+    Ok(shards)
+}
+
+/// Memory-maps the model's weights (see [`checkpoint_files`]).
+pub fn checkpoint<'a>(files: &ModelFiles, dtype: DType, device: &Device) -> LanternResult<VarBuilder<'a>> {
+    let shards = checkpoint_files(files)?;
+    let names: Vec<&str> = shards.iter().map(String::as_str).collect();
+    safetensors(files, &names, dtype, device)
 }
 
 /// Lets candle code that asks for `{prefix}.name` read a checkpoint saved without that

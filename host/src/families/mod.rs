@@ -4,6 +4,7 @@
 
 pub mod bert;
 pub mod clip;
+pub mod clip_preprocess;
 pub mod decoding;
 pub mod diffusion;
 pub mod flux;
@@ -14,6 +15,7 @@ pub mod jina_bert;
 pub mod llava;
 mod loading;
 pub mod nvembed;
+mod pil_resize;
 pub mod pipeline;
 mod pooling;
 pub mod sd35;
