@@ -234,3 +234,98 @@ async fn flux_downloads_its_seven_files_and_generates_through_a_plugin() {
     let refused = world.probe(allow(), &["image", FLUX, "a red cat", "--width", "64", "--height", "64", "--negative", "dogs"]).await;
     assert_eq!(error_kind(&refused), "invalid-input", "FLUX schnell takes no negative prompt: {refused}");
 }
+
+/// SD 3.5, both CLIPs and LLaVA on one hub (their tiny repos do not overlap): what the
+/// image-workflow plugin needs.
+fn write_workflow_repos(root: &std::path::Path) -> Vec<(&'static str, std::path::PathBuf)> {
+    let mut repos = support::tiny_sd35::write(&root.join("sd"));
+    repos.extend(support::tiny_clip::all(&root.join("clip")));
+    repos.push(support::tiny_llava::llava(&root.join("llava")));
+    repos
+}
+
+fn png_file(dir: &std::path::Path, width: u32, height: u32) -> std::path::PathBuf {
+    let image = support::tiny_clip::test_image(width, height);
+    let path = dir.join(format!("picture-{width}x{height}.png"));
+    image.save(&path).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn clip_and_llava_answer_through_a_plugin() {
+    let (world, _repos) = diffusion_world(write_workflow_repos).await;
+    let pictures = tempfile::tempdir().unwrap();
+    let (wide, tall) = (png_file(pictures.path(), 48, 40), png_file(pictures.path(), 40, 90));
+    let grant = || lantern::DirGrant { host_path: pictures.path().into(), guest_path: "/pictures".into(), writable: false };
+    let policy = || Policy { dirs: vec![grant()], ..Policy::default().allow_model(CLIP).allow_model(LLAVA) };
+    let wide_guest = format!("/pictures/{}", wide.file_name().unwrap().to_str().unwrap());
+    let tall_guest = format!("/pictures/{}", tall.file_name().unwrap().to_str().unwrap());
+
+    let images = world.probe(policy(), &["clip-images", CLIP, &wide_guest, &tall_guest]).await;
+    let image_vectors = support::vectors(&images);
+    let texts = world.probe(policy(), &["clip-texts", CLIP, "a red cat", "the dog"]).await;
+    let text_vectors = support::vectors(&texts);
+    assert_eq!((image_vectors.len(), text_vectors.len()), (2, 2));
+    assert_eq!(image_vectors[0].len(), text_vectors[0].len(), "one space for both towers");
+    for vector in image_vectors.iter().chain(&text_vectors) {
+        let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    // Through the plugin, the same numbers as the family called directly.
+    let model = world.host.registry().image_embedder(CLIP, None).await.unwrap();
+    let direct = model.embed_images(&[image::open(&wide).unwrap().to_rgb8()]).unwrap();
+    assert!(support::cosine(&direct[0], &image_vectors[0]) > 0.99999);
+
+    let answer = world.probe(policy(), &["ask", LLAVA, &wide_guest, "What is in the picture?", "--max", "6"]).await;
+    assert_eq!(answer["finished"]["reason"], "max-tokens", "{answer}");
+    assert_eq!(answer["finished"]["generated_tokens"], 6, "{answer}");
+    let again = world.probe(policy(), &["ask", LLAVA, &wide_guest, "What is in the picture?", "--max", "6"]).await;
+    assert_eq!(again["text"], answer["text"], "greedy answers repeat");
+    let empty = world.probe(policy(), &["ask", LLAVA, &wide_guest, "   "]).await;
+    assert_eq!(error_kind(&empty), "invalid-input", "{empty}");
+}
+
+/// The image-workflow plugin from the CLI, as a user runs it: it writes a PNG a person
+/// can open and a JSON report into the granted directory, and the CLI shows the steps.
+#[tokio::test]
+async fn the_image_workflow_plugin_runs_from_the_cli() {
+    let repos = tempfile::tempdir().unwrap();
+    let mut builder = hubmirror::Mirror::builder();
+    for (repo, dir) in write_workflow_repos(repos.path()) {
+        builder = builder.repo(repo, dir);
+    }
+    let mirror = builder.serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plugin = guest("image_workflow");
+    let grant = format!("{}::/out", out.path().display());
+    let args = [
+        "run", plugin.to_str().unwrap(), "--dir-rw", &grant,
+        "--allow-model", SD35, "--allow-model", CLIP, "--allow-model", LLAVA, "--",
+        "a red cat on the dog", "--alt", "a bowl of fruit", "--alt", "the sea", "--size", "64", "--seed", "9",
+    ];
+    let output = support::lantern(&args, &mirror.endpoint(), home.path()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}\n{}", String::from_utf8_lossy(&output.stdout));
+    assert!(stderr.contains(&format!("{SD35}: step 4/4")), "the CLI shows each step: {stderr}");
+    let png = std::fs::read(out.path().join("image.png")).unwrap();
+    let decoded = lantern::image_codec::decode(&png, Default::default()).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (64, 64));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["seed"], 9, "{report}");
+    assert_eq!(report["scores"].as_array().map(Vec::len), Some(3), "{report}");
+    assert!(report["scores"][0]["clip_score"].as_f64().is_some_and(|s| (-1.0..=1.0).contains(&s)), "{report}");
+    assert!(report["description"].is_string(), "{report}");
+}
+
+/// Writes the tiny image repos for scripts/image-demo.sh: `LANTERN_TINY_REPOS=DIR cargo
+/// test -p lantern --test images -- --ignored write_tiny_image_repos` prints `repo=folder`
+/// lines for hubmirror.
+#[test]
+#[ignore]
+fn write_tiny_image_repos() {
+    let root = std::path::PathBuf::from(std::env::var("LANTERN_TINY_REPOS").expect("set LANTERN_TINY_REPOS to a folder"));
+    for (repo, dir) in write_workflow_repos(&root) {
+        println!("REPO {repo}={}", dir.display());
+    }
+}
