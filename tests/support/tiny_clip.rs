@@ -242,3 +242,12 @@ pub fn fetch_through_hub(
         (fetched, (repos, cache))
     })
 }
+
+/// `openai/clip-vit-base-patch32` at its REAL sizes (text 512 wide, vision 768 wide, 12
+/// layers each, 224 px, 32 px patches, 512-wide space) with random weights: for
+/// benchmarks, where the cost of a real-sized forward pass matters and the values do not.
+pub fn clip_base_full_size(dir: &Path) {
+    let text = Tower { hidden: 512, intermediate: 2048, layers: 12, heads: 8 };
+    let vision = Tower { hidden: 768, intermediate: 3072, layers: 12, heads: 12 };
+    clip_repo(dir, CLIP_BASE, ClipShape { text, vision, image_size: 224, patch: 32, projection: 512, seed: 0xC11F_F011 });
+}
