@@ -34,5 +34,5 @@ target/release/lantern run guests/target/wasm32-wasip2/release/image_workflow.wa
   --allow-model stabilityai/stable-diffusion-3.5-large-turbo \
   --allow-model openai/clip-vit-base-patch32 \
   --allow-model llava-hf/llava-1.5-7b-hf \
-  -- "$prompt" --alt "a bowl of fruit" --alt "a city at night" --size 256 --seed 7
+  -- "$prompt" --alt "a bowl of fruit" --alt "a city at night" --size 128 --seed 7
 echo "open $out/image.png and $out/report.json"

@@ -73,3 +73,4 @@ async fn both_answer_through_a_plugin() {
     let answer = run(vec!["generate", GEMMA, "The capital of France is", "--max", "8"], GEMMA).await;
     assert!(!answer["text"].as_str().unwrap().trim().is_empty(), "{answer}");
 }
+

@@ -3,8 +3,12 @@
 //!
 //! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE from `tokens` + `merges`, with the
 //!   pre-tokenizer regex named by `tokenizer.ggml.pre` (GPT-2, SmolLM, Qwen2, Llama 3).
-//! - `tokenizer.ggml.model = "llama"`: SentencePiece-style vocabulary with `scores`,
-//!   loaded as a Unigram model with byte fallback and `▁` word boundaries.
+//! - `tokenizer.ggml.model = "llama"`: SentencePiece vocabulary with `scores`. llama.cpp
+//!   tokenizes it by merging adjacent pieces, highest-scoring merged piece first (its SPM
+//!   tokenizer); that is byte-pair encoding whose merges are ranked by the merged piece's
+//!   score, so it is loaded as BPE with merges derived from the scores (as transformers'
+//!   SentencePiece converter does), byte fallback, `▁` for spaces, and a `▁` prefix unless
+//!   `tokenizer.ggml.add_space_prefix` is false (Gemma).
 //!
 //! Control and user-defined tokens (`token_type` 3 and 4) become added tokens, so a
 //! prompt's `<|im_start|>` is one token, as the model was trained.
@@ -15,6 +19,7 @@ use tokenizers::Tokenizer;
 
 use crate::error::{LanternError, LanternResult};
 
+const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 
@@ -58,6 +63,26 @@ fn byte_level_pre_tokenizer(pre: &str) -> Json {
             { "type": "Digits", "individual_digits": true }, byte_level(true)] }),
         _ => byte_level(true),
     }
+}
+
+/// BPE merges equivalent to SentencePiece's score-driven merging: every way to split a
+/// normal piece into two pieces of the vocabulary, ranked by the piece's score (highest
+/// first), ties by the ids of the halves.
+fn merges_from_scores(tokens: &[String], scores: &[f32], types: Option<&[i32]>) -> Vec<(String, String)> {
+    let normal = |id: usize| types.is_none_or(|types| types.get(id) == Some(&TOKEN_TYPE_NORMAL));
+    let ids: std::collections::HashMap<&str, usize> =
+        tokens.iter().enumerate().filter(|(id, _)| normal(*id)).map(|(id, t)| (t.as_str(), id)).collect();
+    let mut merges: Vec<(f32, usize, usize, &str, &str)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate().filter(|(id, _)| normal(*id)) {
+        for (split, _) in piece.char_indices().skip(1) {
+            let (left, right) = piece.split_at(split);
+            if let (Some(&l), Some(&r)) = (ids.get(left), ids.get(right)) {
+                merges.push((scores.get(id).copied().unwrap_or(0.0), l, r, left, right));
+            }
+        }
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    merges.into_iter().map(|(_, _, _, l, r)| (l.to_string(), r.to_string())).collect()
 }
 
 /// Builds the tokenizer described by the GGUF metadata.
@@ -106,13 +131,20 @@ pub fn from_gguf(content: &Content) -> LanternResult<Tokenizer> {
                 .get("tokenizer.ggml.unknown_token_id")
                 .and_then(|v| v.to_u32().ok())
                 .unwrap_or(0);
-            let vocab: Vec<Json> = tokens.iter().zip(&scores).map(|(t, s)| json!([t, s])).collect();
-            let model = json!({ "type": "Unigram", "unk_id": unknown, "vocab": vocab, "byte_fallback": true });
-            let pre = json!({ "type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false });
+            let vocab: serde_json::Map<String, Json> =
+                tokens.iter().enumerate().map(|(id, token)| (token.clone(), json!(id))).collect();
+            let merges = merges_from_scores(&tokens, &scores, token_types.as_deref());
+            let unk_token = tokens.get(unknown as usize).cloned();
+            let model = json!({ "type": "BPE", "dropout": null, "unk_token": unk_token, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                "vocab": vocab, "merges": merges });
+            let space_prefix = content.metadata.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(true);
+            let prepend = if space_prefix { "first" } else { "never" };
+            let pre = json!({ "type": "Metaspace", "replacement": "▁", "prepend_scheme": prepend, "split": false });
             let decoder = json!({ "type": "Sequence", "decoders": [
                 { "type": "Replace", "pattern": { "String": "▁" }, "content": " " },
                 { "type": "ByteFallback" }, { "type": "Fuse" },
-                { "type": "Strip", "content": " ", "start": 1, "stop": 0 }] });
+                { "type": "Strip", "content": " ", "start": usize::from(space_prefix), "stop": 0 }] });
             (model, pre, decoder)
         }
         other => return Err(LanternError::ModelNotSupported(format!("GGUF tokenizer model {other:?} is not supported"))),
