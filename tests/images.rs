@@ -84,6 +84,23 @@ async fn bad_image_bytes_are_invalid_input_before_any_download() {
         let answer = world.probe(all(), &["ask", LLAVA, bytes, "What is this?"]).await;
         assert_eq!(error_kind(&answer), "invalid-input", "{bytes}: {answer}");
     }
+    // A truncated PNG, a truncated JPEG, and a decompression bomb (a 1x1 PNG whose header
+    // claims 60000x60000 pixels): refused from the bytes, nothing allocated for them.
+    let picture = support::tiny_clip::test_image(40, 30);
+    let mut png = Vec::new();
+    picture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let mut jpeg = Vec::new();
+    picture.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    let mut bomb = Vec::new();
+    image::RgbImage::new(1, 1).write_to(&mut std::io::Cursor::new(&mut bomb), image::ImageFormat::Png).unwrap();
+    bomb[16..20].copy_from_slice(&60000u32.to_be_bytes());
+    bomb[20..24].copy_from_slice(&60000u32.to_be_bytes());
+    let hex = |bytes: &[u8]| format!("hex:{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    for (name, bytes) in [("truncated PNG", &png[..png.len() / 2]), ("truncated JPEG", &jpeg[..jpeg.len() / 2]), ("bomb", &bomb[..])] {
+        let answer = world.probe(all(), &["clip-images", CLIP, &hex(bytes)]).await;
+        let kind = error_kind(&answer);
+        assert!(kind == "invalid-input" || kind == "limit-exceeded", "{name}: {answer}");
+    }
     let big = Policy { max_image_bytes: 4, ..all() };
     let answer = world.probe(big, &["clip-images", CLIP, "hex:89504e470d0a1a0a"]).await;
     assert_eq!(error_kind(&answer), "limit-exceeded", "{answer}");
