@@ -120,7 +120,7 @@ async fn main() {
     ];
     for (index, (key, write)) in families.into_iter().enumerate() {
         let model = generator(key, write, &dirs.path().join(index.to_string())).await;
-        for side in [64, 256] {
+        for side in [64, 128] {
             let model = model.clone();
             let (step, image) = tokio::task::spawn_blocking(move || time_generation(&*model, side, 4)).await.unwrap();
             println!("| {key} | {side}x{side} | 4 | {step:.4} | {image:.3} |");
