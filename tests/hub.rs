@@ -364,3 +364,17 @@ async fn the_cli_pulls_repo_files_lists_them_and_removes_them() {
     assert!(removed.status.success() && freed.is_some_and(|f| (301_000..302_000).contains(&f)), "{}", text(&removed));
     assert!(!home.path().join("hub/models--test-org--test-model").exists());
 }
+
+#[tokio::test]
+async fn the_cli_pulls_a_whole_repo_from_its_listing() {
+    let fixture = Fixture::new(&[("config.json", 1000), ("weights/part-1.bin", 50_000), ("weights/part-2.bin", 70_000)], Faults::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let pulled = lantern(&["pull", REPO], &fixture.mirror.endpoint(), home.path()).await;
+    let text = format!("{}{}", String::from_utf8_lossy(&pulled.stdout), String::from_utf8_lossy(&pulled.stderr));
+    assert!(pulled.status.success() && text.contains("3 files"), "{text}");
+    for file in ["config.json", "weights/part-1.bin", "weights/part-2.bin"] {
+        assert_eq!(fixture.mirror.stats().get_requests(REPO, file), 1, "{file}");
+    }
+    let missing = lantern(&["pull", "nobody/nothing"], &fixture.mirror.endpoint(), home.path()).await;
+    assert!(!missing.status.success(), "a repo that does not exist is an error");
+}

@@ -47,13 +47,13 @@ enum Command {
     },
     /// Download a catalog model's files (or any repo's, with --files) into the cache, with progress bars.
     Pull {
-        /// A catalog key (see `lantern models`), or a repo id (org/name) with --files.
+        /// A catalog key (see `lantern models`), or any repo id (org/name): all its files, or --files.
         target: String,
-        /// Fetch these files of the repo TARGET instead of a catalog model's files.
+        /// Fetch only these files of the repo TARGET.
         #[arg(long, num_args = 1.., value_name = "FILE")]
         files: Vec<String>,
-        /// Branch, tag or commit of the repo (with --files).
-        #[arg(long, default_value = "main", requires = "files")]
+        /// Branch, tag or commit of the repo (for a repo id).
+        #[arg(long, default_value = "main")]
         revision: String,
     },
     /// List the catalog's models, whether they are cached, and other cached repos.
@@ -266,9 +266,16 @@ fn progress_bars() -> ProgressSink {
 }
 
 async fn pull(host: &Host, target: &str, files: Vec<String>, revision: String) -> anyhow::Result<ExitCode> {
-    let parts = if files.is_empty() {
+    let in_catalog = host.registry().catalog().resolve(target).is_some();
+    let parts = if files.is_empty() && in_catalog {
         // Every repo the catalog model draws on (SD 3.5 takes tokenizers from four).
         host.registry().entry_with_files(target, None).await?.all_repos()
+    } else if files.is_empty() {
+        // A repo the catalog does not name: all of it at the revision, as `huggingface-cli download` does.
+        let repo = RepoRef { repo: target.to_string(), revision };
+        let listing = host.registry().hub().list_files(&repo).await?;
+        anyhow::ensure!(!listing.is_empty(), "{target} has no files at revision {}", repo.revision);
+        vec![(repo, listing)]
     } else {
         // Checked here too (fetch checks again) so a bad name fails before any bar or request.
         names::check_repo_id(target)?;
