@@ -142,7 +142,18 @@ fn sentencepiece_vocab(specials: &[&str]) -> Vocab {
     let mut pieces: Vec<String> = vec!["▁".into()];
     pieces.extend(('a'..='z').chain('A'..='Z').chain('0'..='9').map(String::from));
     pieces.extend([".", ",", "!", "?", ":"].map(String::from));
-    pieces.extend(["▁the", "▁a", "▁is", "▁of", "▁Hello", "▁Hi", "▁sea", "▁Be", "▁brief", "er", "in", "on"].map(String::from));
+    // Whole words, each with the prefixes it is merged through: a SentencePiece BPE
+    // vocabulary holds every intermediate piece, and llama.cpp (like the host) builds a
+    // word by merging adjacent pieces, never by looking the whole word up.
+    for word in ["▁the", "▁a", "▁is", "▁of", "▁Hello", "▁Hi", "▁sea", "▁Be", "▁brief", "er", "in", "on"] {
+        let chars: Vec<char> = word.chars().collect();
+        for end in 2..=chars.len() {
+            let prefix: String = chars[..end].iter().collect();
+            if !pieces.contains(&prefix) {
+                pieces.push(prefix);
+            }
+        }
+    }
     for (rank, piece) in pieces.iter().enumerate() {
         // Longer pieces score higher, as SentencePiece's log-probabilities roughly do.
         let score = -10.0 + piece.chars().count() as f32 - rank as f32 * 0.01;
