@@ -5,7 +5,7 @@
 //! | `general.architecture` | candle module | models |
 //! |---|---|---|
 //! | `llama` | `quantized_llama` | SmolLM2, Llama 2/3, Mistral |
-//! | `qwen3` | [`qwen3`] (candle's `quantized_qwen3` with f32 rope tables) | Qwen3, Qwen3-Coder (dense) |
+//! | `qwen3` | [`qwen3`] (candle's `quantized_qwen3`, rope tables from f64 angles, not f16) | Qwen3, Qwen3-Coder (dense) |
 //! | `qwen3moe` | [`qwen3_moe`] (candle's `quantized_qwen3_moe` runs on CUDA only) | Qwen3 / Qwen3-Coder MoE |
 //! | `phi3` | [`phi3`] (candle's `quantized_phi3` ignores `phi3.rope.freq_base`) | Phi-3, Phi-4 (reasoning) |
 //! | `qwen2` | `quantized_qwen2` | Qwen2, Qwen2.5, Qwen2.5-Coder |
