@@ -342,3 +342,202 @@ fn qwen3moe_with_one_expert_computes_what_candles_dense_qwen3_computes() {
         assert!(max_difference(a, b) < 1e-3 * scale.max(1.0), "step {step} logits differ");
     }
 }
+
+/// The largest absolute difference between two logit tensors, and the larger one's scale.
+fn logit_difference(ours: &candle_core::Tensor, theirs: &candle_core::Tensor) -> (f32, f32) {
+    let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let difference = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max);
+    (difference, scale)
+}
+
+/// Phi-4 uses a RoPE base of 250 000, which candle's `quantized_phi3` ignores (it
+/// hard-codes 10 000). The host's phi3 module (host/src/families/gguf/phi3.rs) reads
+/// `phi3.rope.freq_base` and `phi3.rope.dimension_count`: on the same tiny weights,
+/// stored as F32 so that no quantization differs, it computes what candle's
+/// *non-quantized* `models::phi3` computes with that `rope_theta` (and partial rotary
+/// factor), prompt and cached steps, to 1e-3.
+#[test]
+fn phi3_reads_its_rope_base_and_computes_what_candles_f32_phi3_computes() {
+    use candle_core::quantized::gguf_file::{Content, Value as Md};
+    use candle_core::quantized::GgmlDType;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{Activation, VarBuilder};
+    use candle_transformers::models::{phi3 as reference, quantized_phi3};
+    use lantern::families::gguf::phi3::ModelWeights;
+    use tiny_gguf::{FFN, HEADS, HEAD_DIM, HIDDEN, KV_HEADS, LAYERS};
+
+    let dir = tempfile::tempdir().unwrap();
+    let quantized = dir.path().join("phi4-q8_0.gguf");
+    let spec = checkpoints().swap_remove(2).spec;
+    assert_eq!(spec.arch, Arch::Phi3);
+    tiny_gguf::write(&spec, &quantized);
+    let open = |path: &std::path::Path| {
+        let mut file = std::fs::File::open(path).unwrap();
+        (Content::read(&mut file).unwrap(), file)
+    };
+    let device = Device::Cpu;
+    let prompt = Tensor::new(&[[40u32, 72, 101, 108, 111, 32, 260, 97, 33, 44]], &device).unwrap();
+    let steps = [(10usize, 97u32), (11, 258)];
+
+    let mut last_logits = Vec::new();
+    for (base, rope_dims) in [(250_000f32, HEAD_DIM), (10_000.0, HEAD_DIM), (250_000.0, HEAD_DIM / 2)] {
+        let path = dir.path().join(format!("phi4-f32-{base}-{rope_dims}.gguf"));
+        let changes = [("phi3.rope.freq_base", Md::F32(base)), ("phi3.rope.dimension_count", Md::U32(rope_dims as u32))];
+        tiny_gguf::rewrite(&quantized, &path, &changes, GgmlDType::F32);
+        let (content, mut file) = open(&path);
+        let mut ours = ModelWeights::from_gguf(content, &mut file, &device).unwrap();
+
+        let tensors = tiny_gguf::hf_tensors(&path);
+        let vocab_size = tensors["model.embed_tokens.weight"].dim(0).unwrap();
+        let config = reference::Config {
+            vocab_size,
+            hidden_act: Activation::Silu,
+            hidden_size: HIDDEN,
+            intermediate_size: FFN,
+            num_hidden_layers: LAYERS,
+            num_attention_heads: HEADS,
+            num_key_value_heads: KV_HEADS,
+            rms_norm_eps: 1e-6,
+            rope_theta: base as f64,
+            bos_token_id: None,
+            eos_token_id: None,
+            rope_scaling: None,
+            max_position_embeddings: CONTEXT as usize,
+            original_max_position_embeddings: None,
+            partial_rotary_factor: (rope_dims != HEAD_DIM).then_some(rope_dims as f64 / HEAD_DIM as f64),
+            tie_word_embeddings: false,
+        };
+        let mut theirs = reference::Model::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device)).unwrap();
+
+        let case = format!("base {base}, {rope_dims} rotated dims");
+        let (a, b) = (ours.forward(&prompt, 0).unwrap(), theirs.forward(&prompt, 0).unwrap());
+        let (difference, scale) = logit_difference(&a, &b);
+        assert!(scale > 0.1, "{case}: logits are all near zero: the comparison would prove nothing");
+        assert!(difference < 1e-3 * scale.max(1.0), "{case}: prompt logits differ by {difference}");
+        if rope_dims == HEAD_DIM && base == 250_000.0 {
+            // candle's quantized_phi3 on the same file: computed with base 10 000.
+            let (content, mut file) = open(&path);
+            let mut candles = quantized_phi3::ModelWeights::from_gguf(false, content, &mut file, &device).unwrap();
+            let (off, _) = logit_difference(&candles.forward(&prompt, 0).unwrap(), &b);
+            assert!(off > 1e-2 * scale, "{case}: candle's quantized_phi3 was expected to be off, by {off}");
+        }
+        for (step, token) in steps {
+            let input = Tensor::new(&[[token]], &device).unwrap();
+            let (a, b) = (ours.forward(&input, step).unwrap(), theirs.forward(&input, step).unwrap());
+            let (difference, _) = logit_difference(&a, &b);
+            assert!(difference < 1e-3 * scale.max(1.0), "{case}: step {step} logits differ by {difference}");
+            last_logits.push(a);
+        }
+    }
+    // The base is read: 250 000 and 10 000 give different answers on the same weights.
+    let (difference, scale) = logit_difference(&last_logits[1], &last_logits[3]);
+    assert!(difference > 1e-2 * scale, "the rope base made no difference ({difference})");
+}
+
+/// A phi3 file asking for a RoPE scaling the host does not compute is refused, naming it.
+#[test]
+fn phi3_with_an_unsupported_rope_scaling_is_refused() {
+    use candle_core::quantized::gguf_file::{Content, Value as Md};
+    use candle_core::quantized::GgmlDType;
+    use lantern::families::gguf::phi3::ModelWeights;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("phi.gguf");
+    tiny_gguf::write(&checkpoints().swap_remove(2).spec, &plain);
+    for (key, value, named) in [
+        ("phi3.rope.scaling.type", Md::String("yarn".into()), "yarn"),
+        ("phi3.rope.scaling.factor", Md::F32(4.0), "phi3.rope.scaling.factor"),
+    ] {
+        let path = dir.path().join("scaled.gguf");
+        tiny_gguf::rewrite(&plain, &path, &[(key, value)], GgmlDType::Q8_0);
+        let mut file = std::fs::File::open(&path).unwrap();
+        let refused = ModelWeights::from_gguf(Content::read(&mut file).unwrap(), &mut file, &candle_core::Device::Cpu);
+        match refused {
+            Err(lantern::LanternError::ModelNotSupported(message)) => assert!(message.contains(named), "{message}"),
+            Err(other) => panic!("{key}: refused with the wrong error: {other}"),
+            Ok(_) => panic!("{key}: loaded"),
+        }
+    }
+}
+
+/// candle's `quantized_qwen3` builds its RoPE tables in f16 (without `general.dtype`),
+/// where positions above 2048 are not exact. The host's qwen3 module computes them in
+/// f64: a 3000-token prompt and cached steps at 3000 and 3001 give, on the same tiny F32
+/// weights, what candle's non-quantized f32 `models::qwen3` computes (to 1e-3), and
+/// candle's quantized model does not.
+#[test]
+fn qwen3_past_position_2048_computes_what_candles_f32_qwen3_computes() {
+    use candle_core::quantized::gguf_file::{Content, Value as Md};
+    use candle_core::quantized::GgmlDType;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{Activation, VarBuilder};
+    use candle_transformers::models::{quantized_qwen3, qwen3 as reference};
+    use lantern::families::gguf::qwen3::ModelWeights;
+    use tiny_gguf::{FFN, HEADS, HEAD_DIM, HIDDEN, KV_HEADS, LAYERS};
+
+    const POSITIONS: usize = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let quantized = dir.path().join("qwen3-q8_0.gguf");
+    let mut spec = checkpoints().swap_remove(0).spec;
+    assert_eq!(spec.arch, Arch::Qwen3);
+    spec.context_length = POSITIONS as u32;
+    tiny_gguf::write(&spec, &quantized);
+    let path = dir.path().join("qwen3-f32.gguf");
+    tiny_gguf::rewrite(&quantized, &path, &[("qwen3.rope.freq_base", Md::F32(1_000_000.0))], GgmlDType::F32);
+    let open = || {
+        let mut file = std::fs::File::open(&path).unwrap();
+        (Content::read(&mut file).unwrap(), file)
+    };
+    let device = Device::Cpu;
+    let (content, mut file) = open();
+    let mut ours = ModelWeights::from_gguf(content, &mut file, &device).unwrap();
+    let (content, mut file) = open();
+    let mut candles = quantized_qwen3::ModelWeights::from_gguf(content, &mut file, &device).unwrap();
+    let tensors = tiny_gguf::hf_tensors(&path);
+    let vocab_size = tensors["model.embed_tokens.weight"].dim(0).unwrap();
+    let config = reference::Config {
+        vocab_size,
+        hidden_size: HIDDEN,
+        intermediate_size: FFN,
+        num_hidden_layers: LAYERS,
+        num_attention_heads: HEADS,
+        head_dim: HEAD_DIM,
+        attention_bias: false,
+        num_key_value_heads: KV_HEADS,
+        max_position_embeddings: POSITIONS,
+        sliding_window: None,
+        max_window_layers: LAYERS,
+        tie_word_embeddings: false,
+        rope_theta: 1_000_000.0,
+        rms_norm_eps: 1e-6,
+        use_sliding_window: false,
+        hidden_act: Activation::Silu,
+    };
+    let mut theirs =
+        reference::ModelForCausalLM::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device)).unwrap();
+
+    let mut state = 12345u64;
+    let ids: Vec<u32> = (0..3000)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % 256) as u32
+        })
+        .collect();
+    let prompt = Tensor::new(ids.as_slice(), &device).unwrap().unsqueeze(0).unwrap();
+    let (a, b) = (ours.forward(&prompt, 0).unwrap(), theirs.forward(&prompt, 0).unwrap());
+    let (difference, scale) = logit_difference(&a, &b);
+    assert!(scale > 0.1, "logits are all near zero: the comparison would prove nothing");
+    assert!(difference < 1e-3 * scale.max(1.0), "prompt logits differ by {difference}");
+    let mut candle_worst = logit_difference(&candles.forward(&prompt, 0).unwrap(), &b).0;
+    for (step, token) in [(3000usize, 97u32), (3001, 258)] {
+        let input = Tensor::new(&[[token]], &device).unwrap();
+        let (a, b) = (ours.forward(&input, step).unwrap(), theirs.forward(&input, step).unwrap());
+        let (difference, _) = logit_difference(&a, &b);
+        assert!(difference < 1e-3 * scale.max(1.0), "step {step} logits differ by {difference}");
+        candle_worst = candle_worst.max(logit_difference(&candles.forward(&input, step).unwrap(), &b).0);
+    }
+    assert!(candle_worst > 1e-2 * scale, "candle's quantized_qwen3 was expected to be off, by {candle_worst}");
+}

@@ -350,3 +350,71 @@ pub fn write(spec: &Spec, path: &Path) -> Vec<String> {
     gguf_file::write(&mut file, &metadata, &tensors).unwrap();
     vocab.tokens
 }
+
+/// Copies the checkpoint at `src` to `dst` with `changes` made to its metadata and every
+/// tensor stored as `dtype` (F32: the values the quantized file holds, exactly, so that
+/// a reference in plain f32 matmuls computes the same model).
+pub fn rewrite(src: &Path, dst: &Path, changes: &[(&str, Value)], dtype: GgmlDType) {
+    let mut file = std::fs::File::open(src).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut metadata = content.metadata.clone();
+    for (key, value) in changes {
+        metadata.insert(key.to_string(), value.clone());
+    }
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let tensors: Vec<(String, QTensor)> = names
+        .into_iter()
+        .map(|name| {
+            let values = content.tensor(&mut file, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
+            (name.clone(), QTensor::quantize(&values, dtype).unwrap())
+        })
+        .collect();
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(dst).unwrap(), &metadata, &tensors).unwrap();
+}
+
+/// Every tensor of the checkpoint at `path`, dequantized to f32, under the Hugging Face
+/// (transformers) name of the same weight, for candle's non-quantized models.
+pub fn hf_tensors(path: &Path) -> std::collections::HashMap<String, Tensor> {
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let rename = |name: &str| -> String {
+        let fixed = [
+            ("token_embd.weight", "model.embed_tokens.weight"),
+            ("output.weight", "lm_head.weight"),
+            ("output_norm.weight", "model.norm.weight"),
+        ];
+        if let Some((_, hf)) = fixed.iter().find(|(gguf, _)| *gguf == name) {
+            return hf.to_string();
+        }
+        let rest = name.strip_prefix("blk.").unwrap_or_else(|| panic!("unexpected tensor {name}"));
+        let (layer, rest) = rest.split_once('.').unwrap();
+        let part = match rest.strip_suffix(".weight").unwrap() {
+            "attn_norm" => "input_layernorm",
+            "ffn_norm" => "post_attention_layernorm",
+            "attn_qkv" => "self_attn.qkv_proj",
+            "attn_q" => "self_attn.q_proj",
+            "attn_k" => "self_attn.k_proj",
+            "attn_v" => "self_attn.v_proj",
+            "attn_output" => "self_attn.o_proj",
+            "attn_q_norm" => "self_attn.q_norm",
+            "attn_k_norm" => "self_attn.k_norm",
+            "ffn_gate" => "mlp.gate_proj",
+            "ffn_up" if content.tensor_infos.contains_key(&format!("blk.{layer}.ffn_gate.weight")) => "mlp.up_proj",
+            "ffn_up" => "mlp.gate_up_proj",
+            "ffn_down" => "mlp.down_proj",
+            other => panic!("unexpected tensor {other}"),
+        };
+        format!("model.layers.{layer}.{part}.weight")
+    };
+    let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
+    names
+        .iter()
+        .map(|name| {
+            let tensor = content.tensor(&mut file, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
+            (rename(name), tensor)
+        })
+        .collect()
+}

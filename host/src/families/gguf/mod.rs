@@ -5,9 +5,9 @@
 //! | `general.architecture` | candle module | models |
 //! |---|---|---|
 //! | `llama` | `quantized_llama` | SmolLM2, Llama 2/3, Mistral |
-//! | `qwen3` | `quantized_qwen3` | Qwen3, Qwen3-Coder (dense) |
+//! | `qwen3` | [`qwen3`] (candle's `quantized_qwen3`, rope tables from f64 angles, not f16) | Qwen3, Qwen3-Coder (dense) |
 //! | `qwen3moe` | [`qwen3_moe`] (candle's `quantized_qwen3_moe` runs on CUDA only) | Qwen3 / Qwen3-Coder MoE |
-//! | `phi3` | `quantized_phi3` | Phi-3, Phi-4 (reasoning) |
+//! | `phi3` | [`phi3`] (candle's `quantized_phi3` ignores `phi3.rope.freq_base`) | Phi-3, Phi-4 (reasoning) |
 //! | `qwen2` | `quantized_qwen2` | Qwen2, Qwen2.5, Qwen2.5-Coder |
 //! | `gemma3` | `quantized_gemma3` | Gemma 3 |
 //! | `deepseek2` | — | DeepSeek-V3 / Kimi-K2: candle 0.11 has no quantized loader (refused with `model-not-supported`) |
@@ -19,6 +19,8 @@
 
 pub mod chat_template;
 pub mod files;
+pub mod phi3;
+pub mod qwen3;
 pub mod split;
 pub mod qwen3_moe;
 pub mod requantize;
@@ -29,7 +31,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3};
+use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
 use tokenizers::Tokenizer;
 
 use super::decoding::{self, CausalLm, DecodeSetup};
@@ -45,8 +47,8 @@ const END_OF_TURN_TOKENS: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<
 /// `Arc`s inside; only the KV cache is per copy), so generations run in parallel.
 enum Weights {
     Llama(quantized_llama::ModelWeights),
-    Qwen3(quantized_qwen3::ModelWeights),
-    Phi3(quantized_phi3::ModelWeights),
+    Qwen3(qwen3::ModelWeights),
+    Phi3(phi3::ModelWeights),
     Qwen3Moe(qwen3_moe::Qwen3Moe),
     /// candle's qwen2 weights cannot be cloned per generation (no `Clone`): generations
     /// of a qwen2 model take turns, each starting from an empty KV cache.
@@ -67,8 +69,8 @@ macro_rules! causal_lm {
 }
 causal_lm!(
     quantized_llama::ModelWeights,
-    quantized_qwen3::ModelWeights,
-    quantized_phi3::ModelWeights,
+    qwen3::ModelWeights,
+    phi3::ModelWeights,
     qwen3_moe::Qwen3Moe,
     quantized_gemma3::ModelWeights
 );
@@ -125,11 +127,9 @@ fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &m
             quantized_llama::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading llama weights"))?,
         ),
         "qwen3" => Weights::Qwen3(
-            quantized_qwen3::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading qwen3 weights"))?,
+            qwen3::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading qwen3 weights"))?,
         ),
-        "phi3" => Weights::Phi3(
-            quantized_phi3::ModelWeights::from_gguf(false, content, reader, device).map_err(failed("loading phi3 weights"))?,
-        ),
+        "phi3" => Weights::Phi3(phi3::ModelWeights::from_gguf(content, reader, device)?),
         "qwen2" => Weights::Qwen2(std::sync::Mutex::new(
             quantized_qwen2::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading qwen2 weights"))?,
         )),

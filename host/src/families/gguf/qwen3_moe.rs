@@ -5,8 +5,8 @@
 //! `candle_nn::moe::moe_gemm_gguf`, which in candle 0.11.1 only exists for CUDA (on the
 //! CPU every forward pass fails with "moe_gemm_gguf is only implemented for the cuda
 //! backend"), and its model is neither `Clone` nor able to clear its KV cache. This
-//! module reads the same GGUF tensors, reuses candle's public building blocks (Qwen3's
-//! rotary embedding, quantized matmuls, RMS norm) and routes tokens to the experts with
+//! module reads the same GGUF tensors, reuses candle's public building blocks (quantized
+//! matmuls, RMS norm) and the host's Qwen3 rotary embedding ([`super::qwen3`], f64 angles) and routes tokens to the experts with
 //! ordinary quantized matmuls: softmax over the router, top-k, renormalised (Qwen3's
 //! `norm_topk_prob`), each expert's SwiGLU on the rows routed to it.
 
@@ -18,7 +18,7 @@ use candle_core::quantized::{gguf_file, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::ConcatKvCache;
 use candle_nn::Embedding;
-use candle_transformers::models::quantized_qwen3::{Gguf, RotaryEmbedding};
+use super::qwen3::{Gguf, RotaryEmbedding};
 use candle_transformers::models::with_tracing::QMatMul;
 use candle_transformers::quantized_nn::RmsNorm;
 use candle_transformers::utils::{build_additive_causal_mask, repeat_kv};
@@ -179,7 +179,7 @@ impl Qwen3Moe {
         let embeddings = Embedding::new(gg.tensor("token_embd.weight")?.dequantize(device)?, hidden);
         let norm = gg.rms_norm("output_norm.weight", eps)?;
         let output = gg.qmatmul("output.weight").or_else(|_| gg.qmatmul("token_embd.weight"))?;
-        let rotary = Arc::new(RotaryEmbedding::new(DType::F32, head_dim, context, rope_base, device)?);
+        let rotary = Arc::new(RotaryEmbedding::new(head_dim, context, rope_base, device)?);
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let p = format!("blk.{i}");
