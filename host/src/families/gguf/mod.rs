@@ -9,7 +9,7 @@
 //! | `qwen3moe` | [`qwen3_moe`] (candle's `quantized_qwen3_moe` runs on CUDA only) | Qwen3 / Qwen3-Coder MoE |
 //! | `phi3` | [`phi3`] (candle's `quantized_phi3` ignores `phi3.rope.freq_base`) | Phi-3, Phi-4 (reasoning) |
 //! | `qwen2` | `quantized_qwen2` | Qwen2, Qwen2.5, Qwen2.5-Coder |
-//! | `gemma3` | `quantized_gemma3` | Gemma 3 |
+//! | `gemma3` | [`gemma3`] (candle's `quantized_gemma3` gates its FFN with SiLU, not GELU) | Gemma 3 |
 //! | `deepseek2` | — | DeepSeek-V3 / Kimi-K2: candle 0.11 has no quantized loader (refused with `model-not-supported`) |
 //!
 //! The tokenizer comes from the GGUF metadata ([`tokenizer`]); the chat template from
@@ -19,6 +19,7 @@
 
 pub mod chat_template;
 pub mod files;
+pub mod gemma3;
 pub mod phi3;
 pub mod qwen3;
 pub mod split;
@@ -31,7 +32,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use tokenizers::Tokenizer;
 
 use super::decoding::{self, CausalLm, DecodeSetup};
@@ -53,7 +54,7 @@ enum Weights {
     /// candle's qwen2 weights cannot be cloned per generation (no `Clone`): generations
     /// of a qwen2 model take turns, each starting from an empty KV cache.
     Qwen2(std::sync::Mutex<quantized_qwen2::ModelWeights>),
-    Gemma3(quantized_gemma3::ModelWeights),
+    Gemma3(gemma3::Gemma3),
 }
 
 struct Session<M>(M);
@@ -72,7 +73,7 @@ causal_lm!(
     qwen3::ModelWeights,
     phi3::ModelWeights,
     qwen3_moe::Qwen3Moe,
-    quantized_gemma3::ModelWeights
+    gemma3::Gemma3
 );
 
 impl CausalLm for Session<&mut quantized_qwen2::ModelWeights> {
@@ -134,7 +135,7 @@ fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &m
             quantized_qwen2::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading qwen2 weights"))?,
         )),
         "gemma3" => Weights::Gemma3(
-            quantized_gemma3::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading gemma3 weights"))?,
+            gemma3::Gemma3::from_gguf(content, reader, device).map_err(failed("loading gemma3 weights"))?,
         ),
         "qwen3moe" => Weights::Qwen3Moe(
             qwen3_moe::Qwen3Moe::from_gguf(content, reader, device).map_err(failed("loading qwen3moe weights"))?,
