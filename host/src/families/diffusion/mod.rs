@@ -12,6 +12,28 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{LanternError, LanternResult};
 
+/// Fits a prompt's token ids (special tokens already added) into `max_len`, as the
+/// reference tokenizers' truncation does for every text encoder here: a longer prompt
+/// keeps its first `max_len - 1` ids and its last one (the end-of-text token the encoders
+/// read or pool at). Returns the ids and how many were cut; with `truncate` false a longer
+/// prompt is `InvalidInput` naming the `encoder`.
+pub fn fit_prompt(mut ids: Vec<u32>, max_len: usize, truncate: bool, encoder: &str) -> LanternResult<(Vec<u32>, usize)> {
+    if ids.len() <= max_len {
+        return Ok((ids, 0));
+    }
+    if !truncate {
+        return Err(LanternError::InvalidInput(format!(
+            "the prompt is {} {encoder} tokens; this model reads at most {max_len} (allow truncation to cut it)",
+            ids.len()
+        )));
+    }
+    let cut = ids.len() - max_len;
+    let end = *ids.last().expect("longer than max_len, so not empty");
+    ids.truncate(max_len - 1);
+    ids.push(end);
+    Ok((ids, cut))
+}
+
 /// A decoded image tensor `(1, 3, H, W)` in [-1, 1] to a PNG, as the reference
 /// pipelines do: clamp, map to 0..=255, round down to u8.
 pub fn tensor_to_png(image: &Tensor) -> LanternResult<(Vec<u8>, u32, u32)> {

@@ -25,20 +25,7 @@ pub struct T5Tokens {
 /// the count of dropped tokens is returned, or refused when `truncate` is false.
 pub fn tokenize(tokenizer: &Tokenizer, prompt: &str, length: usize, truncate: bool) -> LanternResult<T5Tokens> {
     let encoding = tokenizer.encode(prompt, true).map_err(|e| LanternError::inference("tokenizing for T5", e))?;
-    let mut ids = encoding.get_ids().to_vec();
-    let mut truncated = 0;
-    if ids.len() > length {
-        truncated = ids.len() - length;
-        if !truncate {
-            return Err(LanternError::InvalidInput(format!(
-                "the prompt is {} T5 tokens; this model reads at most {length} (allow truncation to cut it)",
-                ids.len()
-            )));
-        }
-        let eos = *ids.last().expect("longer than length, so not empty");
-        ids.truncate(length - 1);
-        ids.push(eos);
-    }
+    let (mut ids, truncated) = super::fit_prompt(encoding.get_ids().to_vec(), length, truncate, "T5")?;
     ids.resize(length, 0);
     Ok(T5Tokens { ids, truncated })
 }

@@ -27,20 +27,7 @@ pub struct ClipTokens {
 /// reference tokenizer's truncation does, or is refused when `truncate` is false.
 pub fn tokenize(tokenizer: &Tokenizer, prompt: &str, max_len: usize, truncate: bool) -> LanternResult<ClipTokens> {
     let encoding = tokenizer.encode(prompt, true).map_err(|e| LanternError::inference("tokenizing for CLIP", e))?;
-    let mut ids = encoding.get_ids().to_vec();
-    let mut truncated = 0;
-    if ids.len() > max_len {
-        truncated = ids.len() - max_len;
-        if !truncate {
-            return Err(LanternError::InvalidInput(format!(
-                "the prompt is {} CLIP tokens; this model reads at most {max_len} (allow truncation to cut it)",
-                ids.len()
-            )));
-        }
-        let eos = *ids.last().expect("longer than max_len, so not empty");
-        ids.truncate(max_len - 1);
-        ids.push(eos);
-    }
+    let (ids, truncated) = crate::families::diffusion::fit_prompt(encoding.get_ids().to_vec(), max_len, truncate, "CLIP")?;
     Ok(ClipTokens { ids, truncated })
 }
 

@@ -41,23 +41,12 @@ impl ClipTokenizer {
     /// pools, and how many tokens were cut.
     pub fn tokenize(&self, prompt: &str, length: usize, truncate: bool) -> LanternResult<(Vec<u32>, usize, usize)> {
         let encoding = self.tokenizer.encode(prompt, true).map_err(|e| LanternError::inference("tokenizing for CLIP", e))?;
-        let mut ids = encoding.get_ids().to_vec();
+        let ids = encoding.get_ids().to_vec();
         if ids.last() != Some(&self.eos_id) {
             // CLIP's tokenizers always end a text with <|endoftext|>, where CLIP pools.
             return Err(LanternError::InferenceFailed("the CLIP tokenizer did not end the prompt with <|endoftext|>".into()));
         }
-        let mut cut = 0;
-        if ids.len() > length {
-            cut = ids.len() - length;
-            if !truncate {
-                return Err(LanternError::InvalidInput(format!(
-                    "the prompt is {} CLIP tokens; this model reads at most {length} (allow truncation to cut it)",
-                    ids.len()
-                )));
-            }
-            ids.truncate(length - 1);
-            ids.push(self.eos_id);
-        }
+        let (mut ids, cut) = crate::families::diffusion::fit_prompt(ids, length, truncate, "CLIP")?;
         let end = ids.len() - 1;
         ids.resize(length, self.pad_id);
         Ok((ids, end, cut))
