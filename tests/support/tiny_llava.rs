@@ -73,10 +73,7 @@ pub fn tokenizer() -> Value {
     }
     assert_eq!(vocab.len(), IMAGE_TOKEN as usize, "the tiny vocabulary must end where <image> begins");
     let merges: Vec<String> = MERGES.iter().map(|(l, r)| format!("{l} {r}")).collect();
-    let added = |id: u32, content: &str| {
-        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
-               "normalized": false, "special": true})
-    };
+    let added = |id: u32, content: &str| super::tiny_tokenizers::special_token(id as usize, content, false);
     json!({
         "version": "1.0",
         "truncation": null,

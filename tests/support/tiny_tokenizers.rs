@@ -5,6 +5,12 @@
 
 use serde_json::{json, Value};
 
+/// An `added_tokens` entry of a `tokenizer.json`, as the real files write a special token.
+pub fn special_token(id: usize, content: &str, normalized: bool) -> Value {
+    json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+           "normalized": normalized, "special": true})
+}
+
 /// GPT-2's printable stand-in for each byte (`bytes_to_unicode`), as CLIP's BPE uses.
 fn byte_char(byte: u8) -> char {
     let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
@@ -58,10 +64,7 @@ pub fn clip() -> Value {
     vocab.insert("<|startoftext|>".into(), json!(bos));
     vocab.insert("<|endoftext|>".into(), json!(bos + 1));
     let merges: Vec<String> = CLIP_MERGES.iter().map(|(l, r)| format!("{l} {r}")).collect();
-    let special = |id: usize, content: &str| {
-        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
-               "normalized": true, "special": true})
-    };
+    let special = |id: usize, content: &str| special_token(id, content, true);
     json!({
         "version": "1.0",
         "truncation": null,
@@ -107,10 +110,7 @@ pub fn t5() -> Value {
         vocab.push(json!([format!("▁{letter}"), -8.0]));
         vocab.push(json!([letter.to_string(), -9.0]));
     }
-    let special = |id: usize, content: &str| {
-        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
-               "normalized": false, "special": true})
-    };
+    let special = |id: usize, content: &str| special_token(id, content, false);
     json!({
         "version": "1.0",
         "truncation": null,
