@@ -222,16 +222,18 @@ async fn the_runtime_keeps_ticking_while_an_image_is_generated() {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     });
+    // Generate until at least 300 ms have passed, so that a fast machine still gives the
+    // ticker time enough to show whether the runtime was free.
     let started = std::time::Instant::now();
-    let answer = world
-        .probe(Policy::default().allow_model(SD35), &["image", SD35, "a red cat", "--width", "128", "--height", "128", "--steps", "12"])
-        .await;
+    while started.elapsed() < std::time::Duration::from_millis(300) {
+        let args = ["image", SD35, "a red cat", "--width", "128", "--height", "128", "--steps", "12"];
+        let answer = world.probe(Policy::default().allow_model(SD35), &args).await;
+        assert!(answer["png"].is_string(), "{answer}");
+    }
     let elapsed = started.elapsed();
     ticker.abort();
-    assert!(answer["png"].is_string(), "{answer}");
     let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
     let expected = elapsed.as_millis() as u64 / 10;
-    assert!(elapsed.as_millis() > 100, "the generation was too quick to tell ({elapsed:?})");
     assert!(ticks * 3 >= expected, "{ticks} ticks in {elapsed:?}: the runtime was blocked");
 }
 
