@@ -141,7 +141,8 @@ pub struct Faults {
     pub error_status: Option<ErrorStatus>,
     /// Abort the connection after sending this many body bytes.
     pub reset_after_bytes: Option<u64>,
-    /// End the body cleanly after this many bytes, though Content-Length promised more.
+    /// End the body cleanly after this many bytes (Content-Length says as much), short of
+    /// the range that was asked for.
     pub truncate_after_bytes: Option<u64>,
     /// Stop sending for a while in the middle of the body.
     pub stall: Option<Stall>,
@@ -468,7 +469,11 @@ async fn resolve(
     let mut builder = identity(
         Response::builder()
             .status(status)
-            .header(header::CONTENT_LENGTH, length)
+            // A truncated body announces only the bytes it carries, so the response ends
+            // cleanly and every byte sent reaches the client (an early end against a longer
+            // Content-Length lets the server drop unflushed bytes, which made "resumed, not
+            // restarted" depend on timing); the client still sees fewer bytes than it asked for.
+            .header(header::CONTENT_LENGTH, faults.truncate_after_bytes.filter(|_| faulty).map_or(length, |limit| limit.min(length)))
             .header(header::ACCEPT_RANGES, "bytes"),
     );
     if status == StatusCode::PARTIAL_CONTENT {
