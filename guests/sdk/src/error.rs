@@ -35,6 +35,22 @@ impl From<WitError> for Error {
     }
 }
 
+impl Error {
+    /// The WIT case name (`model-not-allowed`, `limit-exceeded`, ...): what a plugin
+    /// branches on, and what test plugins report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::ModelNotAllowed(_) => "model-not-allowed",
+            Error::ModelNotSupported(_) => "model-not-supported",
+            Error::InvalidInput(_) => "invalid-input",
+            Error::DownloadFailed(_) => "download-failed",
+            Error::InferenceFailed(_) => "inference-failed",
+            Error::LimitExceeded(_) => "limit-exceeded",
+            Error::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
