@@ -43,7 +43,7 @@ pub use error::{LanternError, LanternResult};
 pub use hub::{Hub, HubConfig};
 pub use policy::{DirGrant, ModelAllowList, Policy};
 pub use registry::{Activity, ModelRegistry};
-pub use runtime::{Plugin, PluginError, RunOutput, Stdio};
+pub use runtime::{CacheOutcome, CompileCache, Plugin, PluginError, RunOutput, Stdio};
 
 /// The embeddable host: one wasmtime engine and one model registry shared by every
 /// plugin it runs. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -60,6 +60,7 @@ pub struct HostBuilder {
     memory_budget: Option<u64>,
     batch_policy: Option<batching::BatchPolicy>,
     observer: Option<registry::ActivityObserver>,
+    compile_cache: Option<CompileCache>,
 }
 
 impl HostBuilder {
@@ -95,6 +96,14 @@ impl HostBuilder {
         self
     }
 
+    /// Keeps compiled plugins in `dir`, so loading the same plugin again skips the
+    /// compile (see [`CompileCache`]; the CLI uses [`CompileCache::default_dir`]).
+    /// Default: no cache, every load compiles.
+    pub fn compile_cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.compile_cache = Some(CompileCache::new(dir));
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<Host> {
         let hub = Hub::new(self.hub.unwrap_or_else(HubConfig::from_env))?;
         let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, candle_core::Device::Cpu)
@@ -104,7 +113,7 @@ impl HostBuilder {
             Some(observer) => registry.with_observer(observer),
             None => registry,
         };
-        Ok(Host { runtime: runtime::PluginRuntime::new()?, registry: Arc::new(registry) })
+        Ok(Host { runtime: runtime::PluginRuntime::with_compile_cache(self.compile_cache)?, registry: Arc::new(registry) })
     }
 }
 

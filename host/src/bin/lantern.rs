@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lantern::hub::{names, FetchProgress, ProgressSink, RepoRef};
-use lantern::{DirGrant, Host, Policy, Stdio};
+use lantern::{CompileCache, DirGrant, Host, Policy, Stdio};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,10 @@ struct Cli {
     /// $XDG_CONFIG_HOME/lantern/catalog.toml (~/.config/lantern/catalog.toml) when it exists.
     #[arg(long, global = true, value_name = "FILE", env = "LANTERN_CATALOG")]
     catalog: Option<PathBuf>,
+    /// Compile plugins every time instead of keeping compiled ones in
+    /// $XDG_CACHE_HOME/lantern/components (~/.cache/lantern/components).
+    #[arg(long, global = true)]
+    no_compile_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -390,7 +394,10 @@ async fn main() -> ExitCode {
         if let Some(path) = catalog_file(cli.catalog) {
             catalog = catalog.with_file(&path)?;
         }
-        let builder = Host::builder().catalog(catalog);
+        let mut builder = Host::builder().catalog(catalog);
+        if let Some(dir) = CompileCache::default_dir().filter(|_| !cli.no_compile_cache) {
+            builder = builder.compile_cache(dir);
+        }
         let host = match cli.command {
             Command::Run(_) => builder.observer(activity_bars()).build()?,
             _ => builder.build()?,

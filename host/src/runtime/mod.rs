@@ -6,12 +6,14 @@
 //! loop cannot starve other plugins, and a timeout can stop it.
 
 pub mod bindings;
+pub mod compile_cache;
 mod host_embeddings;
 mod host_generation;
 mod host_images;
 mod host_logging;
 mod host_models;
 pub mod inspect;
+mod limits;
 mod state;
 pub mod streams;
 
@@ -22,12 +24,15 @@ use std::time::Duration;
 
 use thiserror::Error;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::policy::Policy;
 use crate::registry::ModelRegistry;
+use bindings::PipelinePre;
+pub use compile_cache::{CacheOutcome, CompileCache};
+use limits::RunLimits;
 pub use state::PluginState;
 
 /// How often the epoch advances; a running guest yields to the runtime at each tick.
@@ -49,6 +54,10 @@ pub enum PluginError {
     Trap(String),
     #[error("the plugin ran past its time limit of {0:?}")]
     Timeout(Duration),
+    #[error("the plugin ran out of memory: it asked for more than its limit of {limit_bytes} bytes (raise it with lantern run --max-memory-mib) and then trapped: {message}")]
+    OutOfMemory { limit_bytes: usize, message: String },
+    #[error("the plugin overflowed its call stack (unbounded recursion?): {0}")]
+    StackOverflow(String),
 }
 
 /// Where a plugin's stdout and stderr go.
@@ -76,6 +85,11 @@ pub struct RunOutput {
 pub struct Plugin {
     name: String,
     component: Component,
+    /// Imports resolved against the host's linker once, at load, so each run only
+    /// instantiates; the reason it does not fit the pipeline world otherwise.
+    pre: Result<PipelinePre<PluginState>, String>,
+    /// Whether the compile cache served this plugin (`None`: no cache in use).
+    cache: Option<CacheOutcome>,
 }
 
 impl Plugin {
@@ -85,6 +99,11 @@ impl Plugin {
 
     pub fn component(&self) -> &Component {
         &self.component
+    }
+
+    /// What the compile cache did when this plugin was loaded; `None` without a cache.
+    pub fn compile_cache_outcome(&self) -> Option<CacheOutcome> {
+        self.cache
     }
 }
 
@@ -124,11 +143,18 @@ impl Drop for EpochTicker {
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
+    cache: Option<CompileCache>,
     _ticker: EpochTicker,
 }
 
 impl PluginRuntime {
+    /// A runtime that compiles every plugin it loads.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_compile_cache(None)
+    }
+
+    /// A runtime that keeps compiled plugins in `cache` (see [`CompileCache`]).
+    pub fn with_compile_cache(cache: Option<CompileCache>) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         let engine = Engine::new(&config)?;
@@ -136,7 +162,7 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Pipeline::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| state)?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(PluginRuntime { engine, linker, _ticker: ticker })
+        Ok(PluginRuntime { engine, linker, cache, _ticker: ticker })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -153,8 +179,19 @@ impl PluginRuntime {
                     .into(),
             ));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
-        Ok(Plugin { name: name.to_string(), component })
+        let (component, cache) = match &self.cache {
+            Some(cache) => {
+                let (component, outcome) = cache.load(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+                (component, Some(outcome))
+            }
+            None => (Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?, None),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(PipelinePre::new)
+            .map_err(|e| format!("{e:#}"));
+        Ok(Plugin { name: name.to_string(), component, pre, cache })
     }
 
     /// Reads and compiles a plugin file.
@@ -175,12 +212,7 @@ impl PluginRuntime {
     /// Checks that every import of `plugin` is one this host provides and that it
     /// exports `run` with the pipeline world's signature, without running it.
     pub fn check(&self, plugin: &Plugin) -> Result<(), PluginError> {
-        let pre = self
-            .linker
-            .instantiate_pre(&plugin.component)
-            .map_err(|e| PluginError::WorldMismatch(format!("{e:#}")))?;
-        bindings::PipelinePre::new(pre).map_err(|e| PluginError::WorldMismatch(format!("{e:#}")))?;
-        Ok(())
+        plugin.pre.as_ref().map(|_| ()).map_err(|message| PluginError::WorldMismatch(message.clone()))
     }
 
     /// Runs `plugin`'s `run` export with `args` under `policy`.
@@ -214,12 +246,15 @@ impl PluginRuntime {
                 Some((out, err))
             }
         };
+        let pre = plugin.pre.clone().map_err(PluginError::WorldMismatch)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(policy.max_memory_bytes)
             .instances(64)
             .tables(64)
             .memories(16)
             .build();
+        let limits = RunLimits::new(limits);
+        let memory_limit = policy.max_memory_bytes;
         let timeout = policy.timeout;
         let state = PluginState {
             plugin: plugin.name.clone(),
@@ -236,20 +271,34 @@ impl PluginRuntime {
         store.epoch_deadline_async_yield_and_update(1);
 
         let call = async {
-            let pipeline = bindings::Pipeline::instantiate_async(&mut store, &plugin.component, &self.linker)
-                .await
-                .map_err(|e| PluginError::WorldMismatch(format!("{e:#}")))?;
-            pipeline.call_run(&mut store, &args).await.map_err(|e| PluginError::Trap(format!("{e:#}")))
+            // Instantiation runs guest code too (start functions): a trap there is the plugin's.
+            let pipeline = pre.instantiate_async(&mut store).await?;
+            pipeline.call_run(&mut store, &args).await
         };
         let result = match timeout {
-            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| PluginError::Timeout(limit))??,
-            None => call.await?,
+            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| PluginError::Timeout(limit))?,
+            None => call.await,
         };
+        let result = result.map_err(|error| trap_error(error, store.data().limits.memory_refused(), memory_limit))?;
         let (stdout, stderr) = captured
             .map(|(out, err)| (out.contents().to_vec(), err.contents().to_vec()))
             .unwrap_or_default();
         Ok(RunOutput { result, stdout, stderr })
     }
+}
+
+/// Names why a run trapped: its memory limit, a stack overflow, or another trap.
+fn trap_error(error: wasmtime::Error, memory_refused: bool, limit_bytes: usize) -> PluginError {
+    let message = format!("{error:#}");
+    if error.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) {
+        return PluginError::StackOverflow(message);
+    }
+    // A guest whose allocation was refused usually aborts (Rust's alloc error handler
+    // executes `unreachable`): the refusal, not the abort, is what the user must know.
+    if memory_refused {
+        return PluginError::OutOfMemory { limit_bytes, message };
+    }
+    PluginError::Trap(message)
 }
 
 /// True when `bytes` is a core module (version 1) rather than a component.

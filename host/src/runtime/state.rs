@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::limits::RunLimits;
 use crate::policy::Policy;
 use crate::registry::ModelRegistry;
 
@@ -17,7 +17,7 @@ pub struct PluginState {
     pub registry: Arc<ModelRegistry>,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: RunLimits,
     /// Generation streams this plugin holds (bounded by policy).
     pub open_generations: usize,
 }
