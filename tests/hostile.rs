@@ -158,7 +158,7 @@ async fn model_keys_that_are_paths_are_refused_before_any_download() {
         "org//name",
     ];
     // Even with every key allowed, a path is never taken for a repo: each call is
-    // refused as invalid (or unknown), never tried against the hub.
+    // refused as invalid or as no repo id, never tried against the hub.
     for key in paths {
         let output = attack(&host, &plugin, Policy::default().allow_any_model(), &["model", key]).await.unwrap();
         let answer = json(&output.result);
@@ -170,7 +170,10 @@ async fn model_keys_that_are_paths_are_refused_before_any_download() {
     // Allowing a path explicitly does not make it a model either.
     let key = "org/../../../tmp/lantern-escape";
     let output = attack(&host, &plugin, Policy::default().allow_model(key), &["model", key]).await.unwrap();
-    assert_eq!(kind(&json(&output.result)["embed"]), "invalid-input", "{:?}", output.result);
+    let answer = json(&output.result);
+    for call in ["info", "prepare", "embed", "generate"] {
+        assert!(["invalid-input", "model-not-supported"].contains(&kind(&answer[call])), "{call}: {answer}");
+    }
     assert!(!Path::new("/tmp/lantern-escape").exists());
 
     // Models outside the allow-list: refused by policy, whatever they are.
@@ -282,7 +285,6 @@ async fn components_that_do_not_fit_are_refused_before_they_run() {
         ("empty".into(), Vec::new()),
         ("magic only".into(), b"\0asm".to_vec()),
         ("garbage".into(), b"\x7fELF this is no wasm at all".to_vec()),
-        ("component header only".into(), bytes[..8].to_vec()),
     ];
     for cut in [9, 100, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
         bad.push((format!("cut at {cut}"), bytes[..cut].to_vec()));
@@ -384,12 +386,21 @@ async fn the_compile_cache_loads_whole_entries_and_recompiles_damaged_ones() {
 /// A MiniLM repo whose config makes candle divide by zero while building the model
 /// (`num_attention_heads: 0`): a native panic inside the family's loader.
 fn panicking_minilm(dir: &Path) {
-    for entry in std::fs::read_dir(minilm_dir()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "config.json" {
-            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+    // The weights and tokenizer are links to the real files (the test hub serves files,
+    // so folders are made and their files linked).
+    fn link_files(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                std::fs::create_dir(&target).unwrap();
+                link_files(&path, &target);
+            } else if path.file_name().unwrap() != "config.json" || from != minilm_dir() {
+                std::os::unix::fs::symlink(&path, &target).unwrap();
+            }
         }
     }
+    link_files(&minilm_dir(), dir);
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(minilm_dir().join("config.json")).unwrap()).unwrap();
     config["num_attention_heads"] = 0.into();
@@ -468,7 +479,9 @@ impl Attack {
     }
 
     fn policy(self) -> Policy {
-        Policy { timeout: Some(Duration::from_millis(50)), max_memory_bytes: 24 << 20, ..Policy::default() }
+        // Only the loop should meet its timeout; the others must end for their own reason.
+        let timeout = if self == Attack::Loop { Duration::from_millis(50) } else { Duration::from_secs(20) };
+        Policy { timeout: Some(timeout), max_memory_bytes: 24 << 20, ..Policy::default() }
             .allow_model(MINILM)
             .allow_model("../../../../etc/passwd")
     }
@@ -483,7 +496,7 @@ impl Attack {
             Attack::Panic => assert!(matches!(outcome, Err(PluginError::Trap(_))), "{self:?}: {outcome:?}"),
             Attack::Flood => assert_eq!(answer()["calls"], 2000),
             Attack::GiantString | Attack::ManyTexts => assert_eq!(kind(&answer()), "limit-exceeded"),
-            Attack::PathKey => assert_eq!(kind(&answer()["embed"]), "invalid-input"),
+            Attack::PathKey => assert!(["invalid-input", "model-not-supported"].contains(&kind(&answer()["embed"]))),
         }
     }
 }

@@ -70,6 +70,8 @@ pub fn guest(name: &str) -> PathBuf {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--release", "--target", "wasm32-wasip2"])
             .current_dir(workspace_root().join("guests"))
+            // The plugins are read from guests/target below, whatever target dir the host uses.
+            .env("CARGO_TARGET_DIR", workspace_root().join("guests/target"))
             .status()
             .expect("running cargo for the guests");
         assert!(status.success(), "building the guest plugins failed (is the wasm32-wasip2 target installed?)");
