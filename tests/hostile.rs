@@ -383,6 +383,24 @@ async fn the_compile_cache_loads_whole_entries_and_recompiles_damaged_ones() {
     still_serves(&host, &plugin).await;
 }
 
+#[tokio::test]
+async fn lantern_run_keeps_compiled_plugins_unless_told_not_to() {
+    let home = tempfile::tempdir().unwrap();
+    let plugin = guest("hostile");
+    let plugin = plugin.to_str().unwrap();
+    let components = home.path().join("xdg-cache/lantern/components");
+
+    let output = support::lantern(&["--no-compile-cache", "run", plugin, "--", "flood", "3"], "http://127.0.0.1:9", home.path()).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!components.exists(), "--no-compile-cache wrote {}", components.display());
+    for _ in 0..2 {
+        let output = support::lantern(&["run", plugin, "--", "flood", "3"], "http://127.0.0.1:9", home.path()).await;
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("\"calls\":3"));
+        cache_entry(&components);
+    }
+}
+
 /// A MiniLM repo whose config makes candle divide by zero while building the model
 /// (`num_attention_heads: 0`): a native panic inside the family's loader.
 fn panicking_minilm(dir: &Path) {
@@ -605,8 +623,12 @@ async fn a_thousand_hostile_runs_return_memory_to_its_baseline() {
     let mirror = minilm_mirror(Faults::default()).await;
     let cache = tempfile::tempdir().unwrap();
     let (host, hostile, probe) = soak_host(&mirror, cache.path()).await;
-    // Warm-up: the model loaded, every attack once, so lazily built state is in the baseline.
-    soak(&host, &hostile, &probe, 2 * ATTACKS.len()).await;
+    // Warm-up: the model loaded, every attack many times over, so lazily built state and
+    // the allocator's arenas for this concurrency are in the baseline.
+    for round in 0..std::env::var("SOAK_WARMUP").ok().and_then(|n| n.parse().ok()).unwrap_or(5) {
+        soak(&host, &hostile, &probe, 200).await;
+        eprintln!("warm-up {round}: {} MiB", resident_bytes() >> 20);
+    }
     let before = resident_bytes();
     let soak = soak(&host, &hostile, &probe, 1000).await;
     let after = resident_bytes();

@@ -61,6 +61,7 @@ pub struct HostBuilder {
     batch_policy: Option<batching::BatchPolicy>,
     observer: Option<registry::ActivityObserver>,
     compile_cache: Option<CompileCache>,
+    pooling: bool,
 }
 
 impl HostBuilder {
@@ -104,6 +105,13 @@ impl HostBuilder {
         self
     }
 
+    /// Allocates plugin instances from wasmtime's pooling allocator. Default: off (see
+    /// BENCHMARKS.md, "Plugin start").
+    pub fn pooling_allocator(mut self, pooling: bool) -> Self {
+        self.pooling = pooling;
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<Host> {
         let hub = Hub::new(self.hub.unwrap_or_else(HubConfig::from_env))?;
         let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, candle_core::Device::Cpu)
@@ -113,7 +121,7 @@ impl HostBuilder {
             Some(observer) => registry.with_observer(observer),
             None => registry,
         };
-        Ok(Host { runtime: runtime::PluginRuntime::with_compile_cache(self.compile_cache)?, registry: Arc::new(registry) })
+        Ok(Host { runtime: runtime::PluginRuntime::with_options(self.compile_cache, self.pooling)?, registry: Arc::new(registry) })
     }
 }
 

@@ -190,6 +190,8 @@ pub async fn lantern(args: &[&str], endpoint: &str, home: &Path) -> std::process
         .args(args)
         .env("HF_ENDPOINT", endpoint)
         .env("HF_HOME", home)
+        // Compiled plugins are cached under the test's home too, not the user's ~/.cache.
+        .env("XDG_CACHE_HOME", home.join("xdg-cache"))
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_HUB_OFFLINE")
         .env_remove("HF_TOKEN")

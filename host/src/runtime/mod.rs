@@ -155,8 +155,17 @@ impl PluginRuntime {
 
     /// A runtime that keeps compiled plugins in `cache` (see [`CompileCache`]).
     pub fn with_compile_cache(cache: Option<CompileCache>) -> anyhow::Result<Self> {
+        Self::with_options(cache, false)
+    }
+
+    /// `pooling`: instances, memories and fiber stacks come from wasmtime's pooling
+    /// allocator (1,000 slots) instead of being mapped per run.
+    pub fn with_options(cache: Option<CompileCache>, pooling: bool) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        if pooling {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(Default::default()));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
