@@ -616,7 +616,7 @@ async fn two_hundred_hostile_runs_beside_a_plugin_that_still_gets_correct_answer
 
 /// The "Robustness" figures of BENCHMARKS.md: 1,000 hostile runs, and the process's
 /// resident memory before (after a warm-up round) and after.
-/// `cargo test -p lantern --release --test hostile -- --ignored --nocapture`
+/// `cargo test -p lantern --test hostile -- --ignored --nocapture a_thousand`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a soak: run by hand for BENCHMARKS.md"]
 async fn a_thousand_hostile_runs_return_memory_to_its_baseline() {
