@@ -80,10 +80,11 @@ async fn runaway_plugins_end_with_an_error_that_names_the_cause() {
     let error = attack(&host, &plugin, tight(), &["recurse"]).await.err().expect("unbounded recursion must trap");
     assert!(matches!(error, PluginError::StackOverflow(_)), "{error:?}");
 
-    // A guest panic aborts the guest: a trap for this run only. (The panic message went
-    // to the plugin's stderr, which a trapped run does not return; the CLI shows it.)
+    // A guest panic aborts the guest: a trap for this run only, quoting the panic message
+    // the guest printed (the CLI's plugins print it on the terminal themselves).
     let error = attack(&host, &plugin, tight(), &["panic"]).await.err().expect("a guest panic must end the run");
     assert!(matches!(error, PluginError::Trap(_)), "{error:?}");
+    assert!(error.to_string().contains("the hostile plugin panics on purpose"), "{error}");
 
     still_serves(&host, &plugin).await;
 }

@@ -41,6 +41,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Most bytes of stdout/stderr kept when a run captures them.
 const CAPTURE_LIMIT: usize = 16 << 20;
 
+/// Most bytes of a trapped plugin's captured stderr quoted in its error.
+const STDERR_TAIL: usize = 2048;
+
 /// Why a plugin could not be loaded or run.
 #[derive(Debug, Error)]
 pub enum PluginError {
@@ -288,7 +291,12 @@ impl PluginRuntime {
             Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| PluginError::Timeout(limit))?,
             None => call.await,
         };
-        let result = result.map_err(|error| trap_error(error, store.data().limits.memory_refused(), memory_limit))?;
+        let result = result.map_err(|error| {
+            // A captured run returns no output when it traps, so what the guest said last
+            // (a Rust panic prints its message to stderr before aborting) goes in the error.
+            let said = captured.as_ref().map(|(_, err)| stderr_tail(&err.contents())).unwrap_or_default();
+            trap_error(error, store.data().limits.memory_refused(), memory_limit, &said)
+        })?;
         let (stdout, stderr) = captured
             .map(|(out, err)| (out.contents().to_vec(), err.contents().to_vec()))
             .unwrap_or_default();
@@ -297,8 +305,11 @@ impl PluginRuntime {
 }
 
 /// Names why a run trapped: its memory limit, a stack overflow, or another trap.
-fn trap_error(error: wasmtime::Error, memory_refused: bool, limit_bytes: usize) -> PluginError {
-    let message = format!("{error:#}");
+fn trap_error(error: wasmtime::Error, memory_refused: bool, limit_bytes: usize, stderr: &str) -> PluginError {
+    let message = match stderr {
+        "" => format!("{error:#}"),
+        said => format!("{error:#}\nthe plugin's stderr ended with:\n{said}"),
+    };
     if error.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) {
         return PluginError::StackOverflow(message);
     }
@@ -308,6 +319,12 @@ fn trap_error(error: wasmtime::Error, memory_refused: bool, limit_bytes: usize) 
         return PluginError::OutOfMemory { limit_bytes, message };
     }
     PluginError::Trap(message)
+}
+
+/// The last lines of a plugin's stderr, at most [`STDERR_TAIL`] bytes, for an error message.
+fn stderr_tail(stderr: &[u8]) -> String {
+    let start = stderr.len().saturating_sub(STDERR_TAIL);
+    String::from_utf8_lossy(&stderr[start..]).trim().to_string()
 }
 
 /// True when `bytes` is a core module (version 1) rather than a component.
