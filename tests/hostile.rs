@@ -7,6 +7,8 @@
 //! The compile cache is tested here too: a damaged cache entry is hostile input of its own.
 
 mod support;
+#[path = "support/tiny_gguf.rs"]
+mod tiny_gguf;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -454,6 +456,70 @@ async fn a_native_panic_in_model_code_ends_only_that_request() {
     // The same host, the same process, a good model: a correct answer.
     let output = host.run(&probe, policy, args(&["embed", MINILM, "hello world"]), Stdio::Capture).await.unwrap();
     assert_eq!(json(&output.result)["dimensions"], 384);
+}
+
+/// A tiny phi3 GGUF (random weights) that loads, and one identical but for
+/// `phi3.attention.head_count_kv = 0`: its first forward pass divides by zero
+/// (`n_head / n_kv_head`), a native panic on the generation's worker thread.
+fn phi3_pair(sound_dir: &Path, panicky_dir: &Path) {
+    use tiny_gguf::{Arch, Spec, VocabStyle};
+    let spec = Spec {
+        arch: Arch::Phi3,
+        vocab: VocabStyle::SentencePiece,
+        specials: &["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"],
+        bos: Some("<s>"),
+        eos: "<|endoftext|>",
+        add_bos: true,
+        chat_template: None,
+        context_length: 256,
+        seed: 11,
+        experts: 4,
+        experts_used: 2,
+    };
+    let sound = sound_dir.join("model-F32.gguf");
+    tiny_gguf::write(&spec, &sound);
+    let zero = candle_core::quantized::gguf_file::Value::U32(0);
+    tiny_gguf::rewrite(
+        &sound,
+        &panicky_dir.join("model-F32.gguf"),
+        &[("phi3.attention.head_count_kv", zero)],
+        candle_core::quantized::GgmlDType::F32,
+    );
+}
+
+#[tokio::test]
+async fn a_native_panic_while_generating_ends_only_that_stream() {
+    const SOUND: &str = "hostile/tiny-phi3";
+    const PANICKY: &str = "hostile/zero-kv-heads-phi3";
+    let (sound, panicky) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    phi3_pair(sound.path(), panicky.path());
+    let mirror = Mirror::builder()
+        .repo(SOUND, sound.path())
+        .repo(PANICKY, panicky.path())
+        .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let host = host(&mirror.endpoint(), cache.path());
+    let probe = host.load_plugin(&guest("probe")).unwrap();
+    let policy = Policy::default().allow_model(SOUND).allow_model(PANICKY);
+
+    for _ in 0..2 {
+        let words = args(&["generate", PANICKY, "Hello", "--max", "4"]);
+        let output = bounded("the panicking generation", host.run(&probe, policy.clone(), words, Stdio::Capture)).await.unwrap();
+        let answer = json(&output.result);
+        // The panic surfaces where it happened: on the stream (or, were the forward pass
+        // run while preparing, as the generate call's error); typed either way.
+        let failure = if answer["failed"].is_object() { &answer["failed"] } else { &answer };
+        assert_eq!(failure["error"], "inference-failed", "{answer}");
+        assert!(failure["message"].as_str().unwrap().contains("panicked"), "{answer}");
+        generations_end(&host).await;
+    }
+    // The same family in the same host, with sound weights: generates.
+    let words = args(&["generate", SOUND, "Hello", "--max", "4"]);
+    let output = host.run(&probe, policy, words, Stdio::Capture).await.unwrap();
+    let answer = json(&output.result);
+    assert_eq!(answer["finished"]["generated_tokens"], 4, "{answer}");
 }
 
 // ---- many hostile runs in one host ----
