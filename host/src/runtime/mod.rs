@@ -4,6 +4,11 @@
 //! environment (unless the policy grants them), a memory limit, and epoch interruption
 //! that makes a busy guest yield to the async runtime every tick, so a plugin stuck in a
 //! loop cannot starve other plugins, and a timeout can stop it.
+//!
+//! A plugin is compiled once (through the on-disk [`CompileCache`] when the host has one)
+//! and its imports are resolved once, at load, into an `InstancePre`; a run only
+//! instantiates it. A run that traps ends with a [`PluginError`] naming why: its timeout,
+//! its memory limit, a stack overflow, or the trap with what the guest printed last.
 
 pub mod bindings;
 pub mod compile_cache;
