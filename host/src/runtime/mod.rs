@@ -6,6 +6,7 @@
 //! loop cannot starve other plugins, and a timeout can stop it.
 
 pub mod bindings;
+mod cpu;
 mod host_embeddings;
 mod host_generation;
 mod host_images;
@@ -26,9 +27,10 @@ use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::policy::Policy;
+use crate::policy::{Limit, Policy, RunUsage, UsageReport};
 use crate::registry::ModelRegistry;
 pub use state::PluginState;
+use state::LimitTrap;
 
 /// How often the epoch advances; a running guest yields to the runtime at each tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -47,8 +49,12 @@ pub enum PluginError {
     Grant { path: String, message: String },
     #[error("the plugin trapped: {0}")]
     Trap(String),
-    #[error("the plugin ran past its time limit of {0:?}")]
+    #[error("the plugin ran past its time limit of {0:?} (raise it with lantern run --timeout or `limits.timeout_seconds` in a policy file)")]
     Timeout(Duration),
+    /// A limit that ends the run rather than refusing one call: the CPU budget, or the
+    /// host-call limit reached by a call that has no error to return.
+    #[error("the plugin went over a limit: {0}")]
+    LimitExceeded(String),
 }
 
 /// Where a plugin's stdout and stderr go.
@@ -69,6 +75,8 @@ pub struct RunOutput {
     /// Captured stdout/stderr (empty unless [`Stdio::Capture`]).
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// What the run used of its per-run limits.
+    pub usage: UsageReport,
 }
 
 /// A compiled plugin, ready to run any number of times.
@@ -220,7 +228,8 @@ impl PluginRuntime {
             .tables(64)
             .memories(16)
             .build();
-        let timeout = policy.timeout;
+        let (timeout, cpu_budget) = (policy.timeout, policy.cpu_budget);
+        let usage = Arc::new(RunUsage::new(&plugin.name));
         let state = PluginState {
             plugin: plugin.name.clone(),
             policy: Arc::new(policy),
@@ -229,6 +238,8 @@ impl PluginRuntime {
             table: Default::default(),
             limits,
             open_generations: 0,
+            usage: usage.clone(),
+            token_reservations: Default::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -239,16 +250,29 @@ impl PluginRuntime {
             let pipeline = bindings::Pipeline::instantiate_async(&mut store, &plugin.component, &self.linker)
                 .await
                 .map_err(|e| PluginError::WorldMismatch(format!("{e:#}")))?;
-            pipeline.call_run(&mut store, &args).await.map_err(|e| PluginError::Trap(format!("{e:#}")))
+            pipeline.call_run(&mut store, &args).await.map_err(|e| match e.downcast_ref::<LimitTrap>() {
+                Some(LimitTrap(message)) => PluginError::LimitExceeded(message.clone()),
+                None => PluginError::Trap(format!("{e:#}")),
+            })
         };
-        let result = match timeout {
-            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| PluginError::Timeout(limit))??,
-            None => call.await?,
+        let metered = cpu::metered(call, cpu_budget);
+        let (outcome, cpu_time) = match timeout {
+            Some(limit) => tokio::time::timeout(limit, metered).await.map_err(|_| PluginError::Timeout(limit))?,
+            None => metered.await,
+        };
+        let result = match outcome {
+            cpu::Metered::Done(result) => result?,
+            cpu::Metered::OverBudget(used) => {
+                let budget = cpu_budget.unwrap_or_default();
+                let refusal = Limit::CpuBudget.refusal(format!("{used:.2?} of CPU time is over this run's budget of {budget:?}"));
+                usage.refuse(refusal.clone());
+                return Err(PluginError::LimitExceeded(refusal.to_string()));
+            }
         };
         let (stdout, stderr) = captured
             .map(|(out, err)| (out.contents().to_vec(), err.contents().to_vec()))
             .unwrap_or_default();
-        Ok(RunOutput { result, stdout, stderr })
+        Ok(RunOutput { result, stdout, stderr, usage: UsageReport { cpu_time, ..usage.report() } })
     }
 }
 
