@@ -70,6 +70,8 @@ pub fn guest(name: &str) -> PathBuf {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--release", "--target", "wasm32-wasip2"])
             .current_dir(workspace_root().join("guests"))
+            // The plugins are read from guests/target, whatever target dir the host uses.
+            .env_remove("CARGO_TARGET_DIR")
             .status()
             .expect("running cargo for the guests");
         assert!(status.success(), "building the guest plugins failed (is the wasm32-wasip2 target installed?)");
