@@ -4,6 +4,11 @@
 
 mod support;
 
+/// host/examples/embed.rs, compiled into this test so it runs against the test hub.
+#[allow(dead_code)]
+#[path = "../host/examples/embed.rs"]
+mod embed_example;
+
 use std::time::Duration;
 
 use hubmirror::Faults;
@@ -279,4 +284,76 @@ async fn per_run_budgets_of_real_work() {
     let (answer, _) = probe(&host, policy, &["hold", "3", SMOLLM2, "Hi", "--max", "4"]).await;
     assert_eq!(answer["opened"], 2, "{answer}");
     refused_by(&answer["stopped"], Limit::OpenGenerations);
+}
+
+#[tokio::test]
+async fn the_embedding_example_runs_plugins_under_a_policy_file_and_reports_progress() {
+    use embed_example::{embed, Event, Failure, Options};
+    let repos = tempfile::tempdir().unwrap();
+    let mut mirror = hubmirror::Mirror::builder().repo(MINILM, support::minilm_dir()).repo(SMOLLM2, support::smollm2_dir());
+    for (repo, dir) in support::tiny_flux::write(repos.path()) {
+        mirror = mirror.repo(repo, dir);
+    }
+    let mirror = mirror.serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = {
+        let events = events.clone();
+        std::sync::Arc::new(move |event: Event| events.lock().unwrap().push(event))
+    };
+    let options = |plugin: &str, policy: &str, words: &[&str], say: Option<&str>| {
+        let path = files.path().join(format!("{plugin}-{}.toml", words.len()));
+        std::fs::write(&path, policy).unwrap();
+        Options {
+            plugin: guest(plugin),
+            policy: path,
+            args: args(words),
+            stdio: Stdio::Capture,
+            say: say.map(String::from),
+            hub: Some(support::hub_config(&mirror.endpoint(), cache.path())),
+        }
+    };
+
+    // A plugin's answer, the downloads of the models the policy allows, then tokens
+    // streamed from the text model.
+    let policy = format!("[models]\nallow = [\"{MINILM}\", \"{SMOLLM2}\"]\n");
+    let words = ["--json", "a cat", "stock prices fell", "a kitten sleeps"];
+    let answer = embed(options("semantic_search", &policy, &words, Some("Hello")), sink.clone()).await.unwrap();
+    let ranking: Value = serde_json::from_str(answer.trim()).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert!(ranking.to_string().find("a kitten sleeps") < ranking.to_string().find("stock prices fell"), "{ranking}");
+    let seen = std::mem::take(&mut *events.lock().unwrap());
+    for model in [MINILM, SMOLLM2] {
+        let done = seen.iter().any(|e| matches!(e, Event::Download { model: m, files_done, files_total, .. } if m == model && files_done == files_total));
+        assert!(done, "no finished download of {model} in {seen:?}");
+    }
+    assert!(seen.iter().any(|e| matches!(e, Event::Answer(a) if *a == answer)), "{seen:?}");
+    let tokens: String = seen.iter().filter_map(|e| if let Event::Token(t) = e { Some(t.as_str()) } else { None }).collect();
+    assert!(!tokens.is_empty(), "no streamed tokens in {seen:?}");
+
+    // Image step progress reaches the program's observer.
+    let flux = "black-forest-labs/FLUX.1-schnell";
+    let policy = format!("[models]\nallow = [\"{flux}\"]\n");
+    let words = ["image", flux, "a red cat", "--width", "64", "--height", "64", "--steps", "2", "--seed", "1"];
+    embed(options("probe", &policy, &words, None), sink.clone()).await.unwrap();
+    let steps: Vec<(u32, u32)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| if let Event::Step { step, total, .. } = e { Some((*step, *total)) } else { None })
+        .collect();
+    assert_eq!(steps, vec![(1, 2), (2, 2)]);
+
+    // Each failure comes back typed.
+    let failure = embed(options("probe", "[models]\nallowed = []\n", &["allowed"], None), sink.clone()).await.unwrap_err();
+    assert!(matches!(&failure, Failure::Policy(e) if e.line == Some(2)), "{failure}");
+    let failure = embed(options("probe", "[models]\nallow = [\"nobody/nothing\"]\n", &["allowed"], None), sink.clone()).await.unwrap_err();
+    let Failure::Model { error, .. } = &failure else { panic!("{failure}") };
+    assert!(matches!(error, lantern::LanternError::DownloadFailed(_) | lantern::LanternError::ModelNotSupported(_)), "{failure}");
+    let policy = format!("[models]\nallow = [\"{MINILM}\"]\n[limits]\nmax_embed_inputs = 1\n");
+    let failure = embed(options("semantic_search", &policy, &["a cat", "a dog", "a bird"], None), sink.clone()).await.unwrap_err();
+    assert!(matches!(&failure, Failure::PluginFailed(m) if m.contains("--max-embed-inputs")), "{failure}");
+    let policy = "[limits]\ncpu_budget_seconds = 0.2\n";
+    let failure = embed(options("probe", policy, &["spin"], None), sink).await.unwrap_err();
+    assert!(matches!(&failure, Failure::Plugin(PluginError::LimitExceeded(_))), "{failure}");
 }
