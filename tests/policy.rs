@@ -233,6 +233,17 @@ async fn host_calls_are_counted_per_run() {
     assert!(message.contains("--max-host-calls"), "{message}");
 }
 
+#[tokio::test]
+async fn a_plugin_out_of_memory_is_told_which_limit_stopped_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let host = bare_host(cache.path());
+    let plugin = host.load_plugin(&guest("probe")).unwrap();
+    let policy = Policy::from_toml_str("[limits]\nmax_memory_mib = 48\n").unwrap();
+    let error = host.run(&plugin, policy, args(&["grow"]), Stdio::Capture).await.unwrap_err();
+    let PluginError::Trap(message) = &error else { panic!("{error:?}") };
+    assert!(message.contains("48 MiB") && message.contains("--max-memory-mib") && message.contains("limits.max_memory_mib"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_budget_stops_busy_plugins_and_does_not_charge_waiting() {
     let cache = tempfile::tempdir().unwrap();

@@ -228,6 +228,7 @@ impl PluginRuntime {
             .tables(64)
             .memories(16)
             .build();
+        let limits = state::MemoryLimiter { limits, max_bytes: policy.max_memory_bytes, hit: false };
         let (timeout, cpu_budget) = (policy.timeout, policy.cpu_budget);
         let usage = Arc::new(RunUsage::new(&plugin.name));
         let state = PluginState {
@@ -261,6 +262,13 @@ impl PluginRuntime {
             None => metered.await,
         };
         let result = match outcome {
+            // A guest refused memory traps in its allocator; say which limit it was.
+            cpu::Metered::Done(Err(PluginError::Trap(message))) if store.data().limits.hit => {
+                let mib = store.data().limits.max_bytes >> 20;
+                let refusal = Limit::Memory.refusal(format!("the plugin was refused memory past its limit of {mib} MiB"));
+                usage.refuse(refusal.clone());
+                return Err(PluginError::Trap(format!("{message}\n({refusal})")));
+            }
             cpu::Metered::Done(result) => result?,
             cpu::Metered::OverBudget(used) => {
                 let budget = cpu_budget.unwrap_or_default();

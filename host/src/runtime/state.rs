@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::LanternResult;
@@ -18,7 +18,7 @@ pub struct PluginState {
     pub registry: Arc<ModelRegistry>,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: MemoryLimiter,
     /// Generation streams this plugin holds (bounded by policy).
     pub open_generations: usize,
     /// What this run has used of its per-run limits.
@@ -56,5 +56,39 @@ impl PluginState {
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The store's limits, remembering whether the guest was refused memory: its allocator
+/// then traps (`unreachable`), and the runtime adds the limit that caused it to the trap.
+pub struct MemoryLimiter {
+    pub limits: StoreLimits,
+    /// The memory limit in bytes (what `limits` refuses above).
+    pub max_bytes: usize,
+    /// Set when a memory growth past `max_bytes` was refused.
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.hit |= !allowed && desired > self.max_bytes;
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
