@@ -119,6 +119,7 @@ pub async fn embed(options: Options, on_event: Arc<dyn Fn(Event) + Send + Sync>)
         host.registry().prepare(key, None).await.map_err(|error| Failure::Model { model: key.clone(), error })?;
     }
 
+    let allowed = policy.models.clone();
     let plugin = host.load_plugin(&options.plugin).map_err(Failure::Plugin)?;
     let output = host.run(&plugin, policy, options.args, options.stdio).await.map_err(Failure::Plugin)?;
     let mut answer = output.result.map_err(Failure::PluginFailed)?;
@@ -128,15 +129,18 @@ pub async fn embed(options: Options, on_event: Arc<dyn Fn(Event) + Send + Sync>)
     on_event(Event::Answer(answer.clone()));
 
     if let Some(prompt) = options.say {
+        // The first text model the policy names, else one of the catalog's it covers (`org/*`).
         let catalog = host.registry().catalog();
+        let covered = catalog.entries().map(|entry| entry.key.clone()).filter(|key| allowed.allows(key));
         let model = keys
             .iter()
+            .cloned()
+            .chain(covered)
             .find(|key| catalog.resolve(key).is_some_and(|entry| entry.capabilities.contains(&Capability::TextGeneration)))
             .ok_or_else(|| Failure::Model {
                 model: "--say".into(),
                 error: LanternError::ModelNotAllowed("the policy allows no text generation model".into()),
-            })?
-            .clone();
+            })?;
         let failed = |error| Failure::Model { model: model.clone(), error };
         let mut stream =
             host.registry().generate(&model, PromptInput::Text(prompt), SamplingParams::greedy(16)).await.map_err(failed)?;

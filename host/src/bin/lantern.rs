@@ -228,6 +228,15 @@ async fn run(host: &Host, args: RunArgs) -> anyhow::Result<ExitCode> {
     let policy = policy(&args.policy)?;
     let plugin = host.load_plugin(&args.plugin)?;
     let output = host.run(&plugin, policy, args.args, Stdio::Inherit).await?;
+    // What the run used, to set its limits by (`-v` shows it).
+    let usage = output.usage;
+    tracing::info!(
+        cpu = ?usage.cpu_time,
+        host_calls = usage.host_calls,
+        generated_tokens = usage.generated_tokens,
+        embed_inputs = usage.embed_inputs,
+        "run finished"
+    );
     match output.result {
         Ok(text) => {
             if !text.is_empty() {
