@@ -41,7 +41,7 @@ pub use capabilities::Capability;
 pub use catalog::{Catalog, CatalogEntry, Family};
 pub use error::{LanternError, LanternResult};
 pub use hub::{Hub, HubConfig};
-pub use policy::{DirGrant, ModelAllowList, Policy};
+pub use policy::{DirGrant, Limit, ModelAllowList, Policy, PolicyFileError, UsageReport};
 pub use registry::{Activity, ModelRegistry};
 pub use runtime::{CacheOutcome, CompileCache, Plugin, PluginError, RunOutput, Stdio};
 

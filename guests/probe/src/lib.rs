@@ -17,6 +17,10 @@
 //! - `clip-images MODEL IMAGE...` and `clip-texts MODEL TEXT...`: CLIP vectors; an IMAGE is a
 //!   path in a granted directory, or `hex:` followed by the bytes in hex.
 //! - `ask MODEL IMAGE QUESTION [generate options]`: the streamed answer about an image.
+//! - `repeat N COMMAND ARGS...`: runs a command N times in one run; the list of answers
+//!   (tests per-run limits).
+//! - `hold N MODEL [generate options]`: opens N generations and keeps them all open; how many
+//!   opened and the error that stopped it (tests the open-streams limit).
 //! - `spin`: loops forever (tests the host's timeout and that other work goes on).
 //! - `grow`: allocates until memory runs out (tests the memory limit).
 //! - `read PATH`: reads a file (tests that only granted directories are visible).
@@ -261,6 +265,33 @@ impl lantern_sdk::Pipeline for Probe {
             }
             "clip-texts" => vectors_or_error(lantern_sdk::vision::embed_texts(&model()?, &rest[1..])),
             "ask" => ask(&model()?, &rest[1..])?,
+            "repeat" => {
+                let count: usize = rest.first().and_then(|n| n.parse().ok()).ok_or("repeat N COMMAND ARGS...")?;
+                let answers: Vec<Value> = (0..count)
+                    .map(|_| match <Probe as lantern_sdk::Pipeline>::run(rest[1..].to_vec()) {
+                        Ok(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                        Err(text) => json!({ "run-error": text }),
+                    })
+                    .collect();
+                json!(answers)
+            }
+            "hold" => {
+                let count: usize = rest.first().and_then(|n| n.parse().ok()).ok_or("hold N MODEL [options]")?;
+                let model = rest.get(1).ok_or("hold N MODEL [options]")?;
+                let (prompt, params) = generation_request(rest.get(2..).unwrap_or_default())?;
+                let mut held = Vec::new();
+                let mut stopped = Value::Null;
+                while held.len() < count {
+                    match lantern_sdk::generation::generate(model, &prompt, &params) {
+                        Ok(generation) => held.push(generation),
+                        Err(error) => {
+                            stopped = error_json(&error);
+                            break;
+                        }
+                    }
+                }
+                json!({ "opened": held.len(), "stopped": stopped })
+            }
             "spin" => {
                 let mut counter: u64 = 0;
                 loop {

@@ -42,12 +42,15 @@ struct Cli {
 enum Command {
     /// Run a pipeline plugin: `lantern run PLUGIN.wasm --allow-model KEY -- ARGS...`
     Run(RunArgs),
-    /// Print the WIT world a plugin imports and exports, and whether this host can run it.
+    /// Print the WIT world a plugin imports and exports, whether this host can run it,
+    /// and what the policy (--policy FILE and the same flags as `run`) grants each import.
     Inspect {
         plugin: PathBuf,
         /// Also print every interface the plugin uses, in full.
         #[arg(long)]
         full: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Download a catalog model's files (or any repo's, with --files) into the cache, with progress bars.
     Pull {
@@ -73,10 +76,25 @@ enum Command {
 struct RunArgs {
     /// The plugin component (.wasm, built for wasm32-wasip2).
     plugin: PathBuf,
-    /// Let the plugin use this model (repeatable). Plugins get no model by default.
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Arguments for the plugin, after `--`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+/// What a plugin may do: a policy file, then flags. A flag overrides the file's value;
+/// models, directories and variables given as flags are added to the file's.
+#[derive(clap::Args)]
+struct PolicyArgs {
+    /// A policy file (TOML; see examples/policy.toml). Unknown keys are errors.
+    #[arg(long, value_name = "FILE.toml")]
+    policy: Option<PathBuf>,
+    /// Let the plugin use this model (repeatable): a key, KEY:TAG, or ORG/* for every
+    /// repo of ORG. Plugins get no model by default.
     #[arg(long = "allow-model", value_name = "KEY")]
     allow_models: Vec<String>,
-    /// Let the plugin use any model in the catalog.
+    /// Let the plugin use any model.
     #[arg(long)]
     allow_all_models: bool,
     /// Grant a host directory, read-only, as HOST or HOST::GUEST (repeatable).
@@ -88,27 +106,55 @@ struct RunArgs {
     /// Pass an environment variable NAME=VALUE to the plugin (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
-    /// Most memory the plugin may use, in MiB.
-    #[arg(long, default_value_t = 512)]
-    max_memory_mib: usize,
-    /// Stop the plugin after this many seconds.
+    /// Most memory the plugin may use, in MiB [default: 512].
+    #[arg(long)]
+    max_memory_mib: Option<usize>,
+    /// Stop the plugin after this many seconds [default: none].
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
-    /// Widest or tallest image the plugin may generate, in pixels.
-    #[arg(long, default_value_t = Policy::default().max_image_side)]
-    max_image_side: u32,
-    /// Most denoising steps of one generated image.
-    #[arg(long, default_value_t = Policy::default().max_image_steps)]
-    max_image_steps: u32,
-    /// Most images the plugin may hand to a model in one call.
-    #[arg(long, default_value_t = Policy::default().max_images_per_call)]
-    max_images_per_call: usize,
-    /// Most bytes of one encoded image the plugin may hand to a model.
-    #[arg(long, default_value_t = Policy::default().max_image_bytes)]
-    max_image_bytes: usize,
-    /// Arguments for the plugin, after `--`.
-    #[arg(last = true)]
-    args: Vec<String>,
+    /// Stop the plugin after this many seconds of CPU time on the host's async threads
+    /// (its own code, not model work or waiting) [default: none].
+    #[arg(long, value_name = "SECONDS")]
+    cpu_budget: Option<f64>,
+    /// Most texts in one embedding call [default: 4096].
+    #[arg(long)]
+    max_embed_inputs: Option<usize>,
+    /// Most texts and images embedded in the whole run [default: 1000000].
+    #[arg(long)]
+    max_embed_inputs_per_run: Option<u64>,
+    /// Most bytes of one text handed to a model [default: 1 MiB].
+    #[arg(long)]
+    max_input_bytes: Option<usize>,
+    /// Longest plugin log message kept, in bytes [default: 16 KiB].
+    #[arg(long)]
+    max_log_bytes: Option<usize>,
+    /// Most tokens one generation may ask for [default: 4096].
+    #[arg(long)]
+    max_generated_tokens: Option<usize>,
+    /// Most tokens all generations of the run may produce [default: 100000].
+    #[arg(long)]
+    max_generated_tokens_per_run: Option<u64>,
+    /// Most text and image generations open at once [default: 16].
+    #[arg(long)]
+    max_open_generations: Option<usize>,
+    /// Widest or tallest image the plugin may generate, in pixels [default: 2048].
+    #[arg(long)]
+    max_image_side: Option<u32>,
+    /// Most denoising steps of one generated image [default: 100].
+    #[arg(long)]
+    max_image_steps: Option<u32>,
+    /// Most images the plugin may hand to a model in one call [default: 64].
+    #[arg(long)]
+    max_images_per_call: Option<usize>,
+    /// Most bytes of one encoded image the plugin may hand to a model [default: 32 MiB].
+    #[arg(long)]
+    max_image_bytes: Option<usize>,
+    /// Widest or tallest image the host decodes for the plugin, in pixels [default: 8192].
+    #[arg(long)]
+    max_decoded_side: Option<u32>,
+    /// Most calls into the lantern:ai interfaces in the run [default: 1000000].
+    #[arg(long)]
+    max_host_calls: Option<u64>,
 }
 
 fn dir_grant(spec: &str, writable: bool) -> anyhow::Result<DirGrant> {
@@ -121,19 +167,24 @@ fn dir_grant(spec: &str, writable: bool) -> anyhow::Result<DirGrant> {
     Ok(DirGrant { host_path, guest_path: guest, writable })
 }
 
-fn policy(args: &RunArgs) -> anyhow::Result<Policy> {
-    let mut policy = Policy {
-        max_memory_bytes: args.max_memory_mib << 20,
-        max_image_side: args.max_image_side,
-        max_image_steps: args.max_image_steps,
-        max_images_per_call: args.max_images_per_call,
-        max_image_bytes: args.max_image_bytes,
-        ..Policy::default()
+fn positive_seconds(flag: &str, seconds: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds, not {seconds}"))
+}
+
+/// The policy file (or the default policy), then the flags on top of it.
+fn policy(args: &PolicyArgs) -> anyhow::Result<Policy> {
+    let mut policy = match &args.policy {
+        Some(path) => Policy::from_toml_file(path)?,
+        None => Policy::default(),
     };
     if args.allow_all_models {
         policy = policy.allow_any_model();
     }
     for key in &args.allow_models {
+        lantern::policy::check_model_pattern(key).map_err(|message| anyhow::anyhow!("--allow-model {message}"))?;
         policy = policy.allow_model(key);
     }
     for spec in &args.dirs {
@@ -144,19 +195,52 @@ fn policy(args: &RunArgs) -> anyhow::Result<Policy> {
     }
     for pair in &args.env {
         let (name, value) = pair.split_once('=').with_context(|| format!("--env {pair}: expected NAME=VALUE"))?;
+        policy.env.retain(|(existing, _)| existing != name);
         policy.env.push((name.to_string(), value.to_string()));
     }
     if let Some(seconds) = args.timeout {
-        anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--timeout must be a positive number of seconds");
-        policy.timeout = Some(Duration::from_secs_f64(seconds));
+        policy.timeout = Some(positive_seconds("--timeout", seconds)?);
     }
+    if let Some(seconds) = args.cpu_budget {
+        policy.cpu_budget = Some(positive_seconds("--cpu-budget", seconds)?);
+    }
+    fn set<T: Copy>(field: &mut T, flag: Option<T>) {
+        if let Some(value) = flag {
+            *field = value;
+        }
+    }
+    if let Some(mib) = args.max_memory_mib {
+        policy.max_memory_bytes = mib.saturating_mul(1 << 20);
+    }
+    set(&mut policy.max_embed_inputs, args.max_embed_inputs);
+    set(&mut policy.max_embed_inputs_per_run, args.max_embed_inputs_per_run);
+    set(&mut policy.max_input_bytes, args.max_input_bytes);
+    set(&mut policy.max_log_bytes, args.max_log_bytes);
+    set(&mut policy.max_generated_tokens, args.max_generated_tokens);
+    set(&mut policy.max_generated_tokens_per_run, args.max_generated_tokens_per_run);
+    set(&mut policy.max_open_generations, args.max_open_generations);
+    set(&mut policy.max_image_side, args.max_image_side);
+    set(&mut policy.max_image_steps, args.max_image_steps);
+    set(&mut policy.max_images_per_call, args.max_images_per_call);
+    set(&mut policy.max_image_bytes, args.max_image_bytes);
+    set(&mut policy.max_decoded_side, args.max_decoded_side);
+    set(&mut policy.max_host_calls, args.max_host_calls);
     Ok(policy)
 }
 
 async fn run(host: &Host, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let policy = policy(&args)?;
+    let policy = policy(&args.policy)?;
     let plugin = host.load_plugin(&args.plugin)?;
     let output = host.run(&plugin, policy, args.args, Stdio::Inherit).await?;
+    // What the run used, to set its limits by (`-v` shows it).
+    let usage = output.usage;
+    tracing::info!(
+        cpu = ?usage.cpu_time,
+        host_calls = usage.host_calls,
+        generated_tokens = usage.generated_tokens,
+        embed_inputs = usage.embed_inputs,
+        "run finished"
+    );
     match output.result {
         Ok(text) => {
             if !text.is_empty() {
@@ -171,10 +255,14 @@ async fn run(host: &Host, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn inspect(host: &Host, path: &PathBuf, full: bool) -> anyhow::Result<ExitCode> {
+fn inspect(host: &Host, path: &PathBuf, full: bool, policy_args: &PolicyArgs) -> anyhow::Result<ExitCode> {
+    let policy = policy(policy_args)?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let plugin = host.load_plugin_bytes(&path.display().to_string(), &bytes)?;
     println!("{}", lantern::runtime::inspect::component_wit(&bytes, full)?.trim_end());
+    let origin = policy_args.policy.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the default policy".into());
+    let grants = lantern::runtime::inspect::grants(&plugin, &policy, host.registry().catalog());
+    println!("\n// what {origin} (and the flags) grant each import:\n{}", grants.trim_end());
     match host.check_plugin(&plugin) {
         Ok(()) => {
             println!("\n// fits lantern:ai/pipeline: this host can run it");
@@ -404,7 +492,7 @@ async fn main() -> ExitCode {
         };
         match cli.command {
             Command::Run(args) => run(&host, args).await,
-            Command::Inspect { plugin, full } => inspect(&host, &plugin, full),
+            Command::Inspect { plugin, full, policy } => inspect(&host, &plugin, full, &policy),
             Command::Pull { target, files, revision } => pull(&host, &target, files, revision).await,
             Command::Models => models(&host).await,
             Command::Rm { target } => remove(&host, &target).await,

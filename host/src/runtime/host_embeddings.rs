@@ -5,7 +5,7 @@ use super::bindings::WitError;
 use super::state::PluginState;
 use crate::capabilities::{EmbedRequest, EmbedTask};
 use crate::error::LanternResult;
-use crate::policy::Policy;
+use crate::policy::{Policy, RunUsage};
 use crate::registry::ModelRegistry;
 use std::sync::Arc;
 
@@ -26,13 +26,16 @@ fn request(inputs: Vec<String>, options: EmbedOptions) -> EmbedRequest {
 /// Owns what it needs, so the future is `Send` (the store's state is not `Sync`).
 async fn embed_checked(
     policy: Arc<Policy>,
+    usage: Arc<RunUsage>,
     registry: Arc<ModelRegistry>,
     model: String,
     inputs: Vec<String>,
     options: EmbedOptions,
 ) -> LanternResult<EmbeddingBatch> {
+    usage.host_call(&policy)?;
     policy.check_model(&model)?;
-    policy.check_embed_inputs(&inputs)?;
+    policy.check_embed_inputs(&inputs).map_err(|r| usage.refuse(r))?;
+    usage.embed_inputs(&policy, inputs.len() as u64)?;
     let result = registry.embed(&model, request(inputs, options)).await?;
     Ok(EmbeddingBatch {
         prompt_tokens: result.prompt_tokens() as u32,
@@ -49,7 +52,7 @@ impl embeddings::Host for PluginState {
         inputs: Vec<String>,
         options: EmbedOptions,
     ) -> wasmtime::Result<Result<EmbeddingBatch, WitError>> {
-        let work = embed_checked(self.policy.clone(), self.registry.clone(), model, inputs, options);
+        let work = embed_checked(self.policy.clone(), self.usage.clone(), self.registry.clone(), model, inputs, options);
         Ok(work.await.map_err(Into::into))
     }
 }

@@ -2,8 +2,6 @@
 //! the catalog decides which family serves them, and a key whose catalog entry does not
 //! offer the capability is answered with `model-not-supported`.
 
-use std::sync::Arc;
-
 use wasmtime::component::Resource;
 
 use super::bindings::lantern::ai::generation::{self, Chunk, FinishReason as WitFinish, Finished, Prompt, Role, Sampling};
@@ -12,8 +10,6 @@ use super::state::PluginState;
 use super::streams::GenerationStream;
 use crate::capabilities::{ChatMessage, ChatRole, FinishReason, GenerationEvent, PromptInput, SamplingParams};
 use crate::error::{LanternError, LanternResult};
-use crate::policy::Policy;
-use crate::registry::ModelRegistry;
 
 fn prompt_input(prompt: Prompt) -> PromptInput {
     match prompt {
@@ -71,18 +67,40 @@ pub(super) fn sampling_params(params: Sampling) -> LanternResult<SamplingParams>
     Ok(sampling)
 }
 
-/// Owns what it needs, so the future is `Send` (the store's state is not `Sync`).
-async fn start_generation(
-    policy: Arc<Policy>,
-    registry: Arc<ModelRegistry>,
-    model: String,
-    prompt: Prompt,
-    params: Sampling,
-) -> LanternResult<GenerationStream> {
-    policy.check_model(&model)?;
-    let params = sampling_params(params)?;
-    policy.check_max_tokens(params.max_tokens)?;
-    registry.generate(&model, prompt_input(prompt), params).await
+impl PluginState {
+    /// The checks every new text stream passes (a generation, a vision answer): the
+    /// host-call count, open streams, the model, the sampling, tokens per request, and
+    /// the run's token budget, which is charged the request's `max-tokens` here.
+    pub(super) fn admit_text_stream(&self, model: &str, params: Sampling) -> LanternResult<SamplingParams> {
+        self.host_call()?;
+        self.policy.check_open_generations(self.open_generations).map_err(|r| self.usage.refuse(r))?;
+        self.policy.check_model(model)?;
+        let params = sampling_params(params)?;
+        self.policy.check_max_tokens(params.max_tokens).map_err(|r| self.usage.refuse(r))?;
+        self.usage.reserve_tokens(&self.policy, params.max_tokens as u64)?;
+        Ok(params)
+    }
+
+    /// Hands a started text stream to the guest, remembering its token reservation; a
+    /// stream that failed to start gives its reservation back.
+    pub(super) fn push_text_stream(
+        &mut self,
+        reserved: usize,
+        started: LanternResult<GenerationStream>,
+    ) -> wasmtime::Result<Result<Resource<GenerationStream>, WitError>> {
+        match started {
+            Ok(stream) => {
+                let handle = self.table.push(stream)?;
+                self.open_generations += 1;
+                self.token_reservations.insert(handle.rep(), reserved as u64);
+                Ok(Ok(handle))
+            }
+            Err(error) => {
+                self.usage.settle_tokens(reserved as u64, 0);
+                Ok(Err(error.into()))
+            }
+        }
+    }
 }
 
 fn chunk(event: GenerationEvent) -> Chunk {
@@ -113,30 +131,39 @@ impl generation::Host for PluginState {
         prompt: Prompt,
         params: Sampling,
     ) -> wasmtime::Result<Result<Resource<GenerationStream>, WitError>> {
-        if self.open_generations >= self.policy.max_open_generations {
-            let limit = self.policy.max_open_generations;
-            return Ok(Err(LanternError::LimitExceeded(format!("{limit} generations are open; drop one first")).into()));
-        }
-        let work = start_generation(self.policy.clone(), self.registry.clone(), model, prompt, params);
-        match work.await {
-            Ok(stream) => {
-                self.open_generations += 1;
-                Ok(Ok(self.table.push(stream)?))
-            }
-            Err(error) => Ok(Err(error.into())),
-        }
+        let params = match self.admit_text_stream(&model, params) {
+            Ok(params) => params,
+            Err(error) => return Ok(Err(error.into())),
+        };
+        let reserved = params.max_tokens;
+        // Owned, so the future is `Send` (the store's state is not `Sync`).
+        let registry = self.registry.clone();
+        let started = registry.generate(&model, prompt_input(prompt), params).await;
+        self.push_text_stream(reserved, started)
     }
 }
 
 impl generation::HostGenerationStream for PluginState {
     async fn next(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Result<Option<Chunk>, WitError>> {
+        if let Err(error) = self.host_call() {
+            return Ok(Err(error.into()));
+        }
+        let handle = stream.rep();
         let stream = self.table.get_mut(&stream)?;
         let next = stream.next(|event| matches!(event, GenerationEvent::Finished { .. })).await;
+        if let Ok(Some(GenerationEvent::Finished { usage, .. })) = &next {
+            // The run is charged what was generated, not what was reserved.
+            if let Some(reserved) = self.token_reservations.remove(&handle) {
+                self.usage.settle_tokens(reserved, usage.generated_tokens as u64);
+            }
+        }
         Ok(next.map(|event| event.map(chunk)).map_err(Into::into))
     }
 
     async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {
         // Dropping the stream raises its cancellation flag: the worker stops at its next token.
+        // An unfinished stream keeps its whole reservation charged: how far it got is unknown.
+        self.token_reservations.remove(&stream.rep());
         self.table.delete(stream)?;
         self.open_generations = self.open_generations.saturating_sub(1);
         Ok(())

@@ -18,6 +18,7 @@ fn cut(message: &str, limit: usize) -> &str {
 
 impl logging::Host for PluginState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.infallible_host_call()?;
         let message = cut(&message, self.policy.max_log_bytes);
         let plugin = self.plugin.as_str();
         match level {

@@ -23,7 +23,7 @@ impl models::Host for PluginState {
     async fn prepare(&mut self, model: String) -> wasmtime::Result<Result<Resource<PreparationStream>, WitError>> {
         // Policy first; whether the key names a model (in the catalog, or a repo) the
         // preparation itself finds out and reports as its failure.
-        if let Err(error) = self.policy.check_model(&model) {
+        if let Err(error) = self.host_call().and_then(|()| self.policy.check_model(&model)) {
             return Ok(Err(error.into()));
         }
         let (sender, receiver) = tokio::sync::watch::channel(PreparationState::Starting);
@@ -42,7 +42,7 @@ impl models::Host for PluginState {
     }
 
     async fn info(&mut self, model: String) -> wasmtime::Result<Result<ModelInfo, WitError>> {
-        let info = self.policy.check_model(&model).and_then(|_| self.registry.info(&model));
+        let info = self.host_call().and_then(|()| self.policy.check_model(&model)).and_then(|_| self.registry.info(&model));
         Ok(info.map_err(WitError::from).map(|info| ModelInfo {
             key: info.entry.key,
             family: info.entry.family.name().to_string(),
@@ -54,9 +54,16 @@ impl models::Host for PluginState {
     }
 
     async fn allowed(&mut self) -> wasmtime::Result<Vec<String>> {
+        self.infallible_host_call()?;
         Ok(match &self.policy.models {
             ModelAllowList::AnyCataloged => self.registry.catalog().entries().map(|e| e.key.clone()).collect(),
-            ModelAllowList::Only(keys) => keys.iter().cloned().collect(),
+            // The keys as granted (an `org/*` pattern too, so the plugin can tell it may
+            // name any repo of that org), then the catalog's keys a pattern covers.
+            ModelAllowList::Only(keys) => {
+                let covered = self.registry.catalog().entries().map(|e| &e.key).filter(|key| !keys.contains(*key));
+                let covered: Vec<String> = covered.filter(|key| self.policy.models.allows(key)).cloned().collect();
+                keys.iter().cloned().chain(covered).collect()
+            }
         })
     }
 }
@@ -66,6 +73,9 @@ impl models::HostPreparation for PluginState {
         &mut self,
         preparation: Resource<PreparationStream>,
     ) -> wasmtime::Result<Result<Option<PreparationEvent>, WitError>> {
+        if let Err(error) = self.host_call() {
+            return Ok(Err(error.into()));
+        }
         let stream = self.table.get_mut(&preparation)?;
         Ok(stream.next().await.map(|event| event.map(to_wit_event)).map_err(Into::into))
     }

@@ -12,6 +12,7 @@
 
 pub mod bindings;
 pub mod compile_cache;
+mod cpu;
 mod host_embeddings;
 mod host_generation;
 mod host_images;
@@ -33,12 +34,13 @@ use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::policy::Policy;
+use crate::policy::{Limit, Policy, RunUsage, UsageReport};
 use crate::registry::ModelRegistry;
 use bindings::PipelinePre;
 pub use compile_cache::{CacheOutcome, CompileCache};
 use limits::RunLimits;
 pub use state::PluginState;
+use state::LimitTrap;
 
 /// How often the epoch advances; a running guest yields to the runtime at each tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -60,12 +62,16 @@ pub enum PluginError {
     Grant { path: String, message: String },
     #[error("the plugin trapped: {0}")]
     Trap(String),
-    #[error("the plugin ran past its time limit of {0:?}")]
+    #[error("the plugin ran past its time limit of {0:?} (raise it with lantern run --timeout or `limits.timeout_seconds` in a policy file)")]
     Timeout(Duration),
-    #[error("the plugin ran out of memory: it asked for more than its limit of {limit_bytes} bytes (raise it with lantern run --max-memory-mib) and then trapped: {message}")]
+    #[error("the plugin ran out of memory: it asked for more than its limit of {limit_bytes} bytes (raise it with lantern run --max-memory-mib or `limits.max_memory_mib` in a policy file) and then trapped: {message}")]
     OutOfMemory { limit_bytes: usize, message: String },
     #[error("the plugin overflowed its call stack (unbounded recursion?): {0}")]
     StackOverflow(String),
+    /// A limit that ends the run rather than refusing one call: the CPU budget, or the
+    /// host-call limit reached by a call that has no error to return.
+    #[error("the plugin went over a limit: {0}")]
+    LimitExceeded(String),
 }
 
 /// Where a plugin's stdout and stderr go.
@@ -86,6 +92,8 @@ pub struct RunOutput {
     /// Captured stdout/stderr (empty unless [`Stdio::Capture`]).
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// What the run used of its per-run limits.
+    pub usage: UsageReport,
 }
 
 /// A compiled plugin, ready to run any number of times.
@@ -272,7 +280,8 @@ impl PluginRuntime {
             .build();
         let limits = RunLimits::new(limits);
         let memory_limit = policy.max_memory_bytes;
-        let timeout = policy.timeout;
+        let (timeout, cpu_budget) = (policy.timeout, policy.cpu_budget);
+        let usage = Arc::new(RunUsage::new(&plugin.name));
         let state = PluginState {
             plugin: plugin.name.clone(),
             policy: Arc::new(policy),
@@ -281,6 +290,8 @@ impl PluginRuntime {
             table: Default::default(),
             limits,
             open_generations: 0,
+            usage: usage.clone(),
+            token_reservations: Default::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -292,20 +303,39 @@ impl PluginRuntime {
             let pipeline = pre.instantiate_async(&mut store).await?;
             pipeline.call_run(&mut store, &args).await
         };
-        let result = match timeout {
-            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| PluginError::Timeout(limit))?,
-            None => call.await,
+        let metered = cpu::metered(call, cpu_budget);
+        let (outcome, cpu_time) = match timeout {
+            Some(limit) => tokio::time::timeout(limit, metered).await.map_err(|_| PluginError::Timeout(limit))?,
+            None => metered.await,
+        };
+        let result = match outcome {
+            cpu::Metered::Done(result) => result,
+            cpu::Metered::OverBudget(used) => {
+                let budget = cpu_budget.unwrap_or_default();
+                let refusal = Limit::CpuBudget.refusal(format!("{used:.2?} of CPU time is over this run's budget of {budget:?}"));
+                usage.refuse(refusal.clone());
+                return Err(PluginError::LimitExceeded(refusal.to_string()));
+            }
         };
         let result = result.map_err(|error| {
+            // A host call with no error to return went over the host-call limit.
+            if let Some(LimitTrap(message)) = error.downcast_ref::<LimitTrap>() {
+                return PluginError::LimitExceeded(message.clone());
+            }
             // A captured run returns no output when it traps, so what the guest said last
             // (a Rust panic prints its message to stderr before aborting) goes in the error.
             let said = captured.as_ref().map(|(_, err)| stderr_tail(&err.contents())).unwrap_or_default();
-            trap_error(error, store.data().limits.memory_refused(), memory_limit, &said)
+            let memory_refused = store.data().limits.memory_refused();
+            if memory_refused {
+                let mib = memory_limit >> 20;
+                usage.refuse(Limit::Memory.refusal(format!("the plugin was refused memory past its limit of {mib} MiB")));
+            }
+            trap_error(error, memory_refused, memory_limit, &said)
         })?;
         let (stdout, stderr) = captured
             .map(|(out, err)| (out.contents().to_vec(), err.contents().to_vec()))
             .unwrap_or_default();
-        Ok(RunOutput { result, stdout, stderr })
+        Ok(RunOutput { result, stdout, stderr, usage: UsageReport { cpu_time, ..usage.report() } })
     }
 }
 

@@ -7,7 +7,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::RunLimits;
-use crate::policy::Policy;
+use crate::error::LanternResult;
+use crate::policy::{Policy, RunUsage};
 use crate::registry::ModelRegistry;
 
 pub struct PluginState {
@@ -20,6 +21,36 @@ pub struct PluginState {
     pub limits: RunLimits,
     /// Generation streams this plugin holds (bounded by policy).
     pub open_generations: usize,
+    /// What this run has used of its per-run limits.
+    pub usage: Arc<RunUsage>,
+    /// Tokens reserved by each open text stream (by resource handle), given back as
+    /// the stream reports how many it generated.
+    pub token_reservations: std::collections::HashMap<u32, u64>,
+}
+
+/// The trap that ends a run when a host call that has no error to return (logging,
+/// `allowed`) goes over the run's host-call limit; the runtime reports it as
+/// [`PluginError::LimitExceeded`](super::PluginError::LimitExceeded).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitTrap(pub String);
+
+impl PluginState {
+    /// Counts a `lantern:ai` call; `Err` is the typed refusal past the run's limit.
+    pub fn host_call(&self) -> LanternResult<()> {
+        self.usage.host_call(&self.policy)
+    }
+
+    /// Counts a call that cannot return an error: past the limit it ends the run.
+    pub fn infallible_host_call(&self) -> wasmtime::Result<()> {
+        self.host_call().map_err(|error| {
+            let message = match error {
+                crate::error::LanternError::LimitExceeded(message) => message,
+                other => other.to_string(),
+            };
+            wasmtime::Error::new(LimitTrap(message))
+        })
+    }
 }
 
 impl WasiView for PluginState {
