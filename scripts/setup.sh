@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and running need, reusing what is already there: the
-# wasm32-wasip2 Rust target, the small offline models, and the guest plugins.
+# wasm32-wasip2 Rust target, the small offline models, and the guest plugins (Rust, and
+# Python through componentize-py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -9,3 +10,4 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 scripts/fetch-models.sh
 (cd guests && cargo build --release --locked --quiet)
+scripts/python-plugins.sh

@@ -81,6 +81,21 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// A Python plugin's component, built (once per test process, and only when its sources,
+/// the Python SDK or wit/ changed) by scripts/python-plugins.sh with componentize-py.
+pub fn python_guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(workspace_root().join("scripts/python-plugins.sh"))
+            .status()
+            .expect("running scripts/python-plugins.sh");
+        assert!(status.success(), "building the Python plugins failed (it needs python3 with pip, and PyPI once)");
+    });
+    let path = workspace_root().join(format!("guests/target/python/{name}.wasm"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
 /// A local hub serving the real MiniLM repo.
 pub async fn minilm_mirror(faults: Faults) -> Mirror {
     Mirror::builder()
