@@ -12,6 +12,8 @@
 //! DeepSeek-V2 computes where their routers agree.
 
 mod support;
+#[path = "support/gguf_split.rs"]
+mod gguf_split;
 #[path = "support/tiny_gguf.rs"]
 mod tiny_gguf;
 
@@ -734,4 +736,70 @@ fn deepseek2_refuses_what_it_does_not_compute() {
             Ok(_) => panic!("{key}: loaded"),
         }
     }
+}
+
+/// `unsloth/Kimi-K2-Instruct-GGUF` through the host's own catalog entry (not the test's):
+/// the default tag Q4_K_M picks the split parts in the repo's `Q4_K_M/` folder (a UD-
+/// variant beside it is left alone), they download and load as one deepseek2 model, and
+/// the answer equals the unsplit file's.
+#[tokio::test]
+async fn kimi_k2_resolves_from_its_repo_and_its_split_parts_load_as_one_deepseek2_model() {
+    let files = tempfile::tempdir().unwrap();
+    let repo = files.path().join("repo");
+    for folder in ["Q4_K_M", "UD-Q4_K_XL"] {
+        std::fs::create_dir_all(repo.join(folder)).unwrap();
+    }
+    let spec = checkpoints().swap_remove(4).spec;
+    let whole = files.path().join("unsplit").join("model.gguf");
+    std::fs::create_dir_all(whole.parent().unwrap()).unwrap();
+    tiny_gguf::write(&spec, &whole);
+    gguf_split::split(&whole, 3, &repo.join("Q4_K_M"), "Kimi-K2-Instruct-Q4_K_M");
+    let other = files.path().join("other.gguf");
+    tiny_gguf::write(&Spec { seed: 99, ..checkpoints().swap_remove(4).spec }, &other);
+    gguf_split::split(&other, 2, &repo.join("UD-Q4_K_XL"), "Kimi-K2-Instruct-UD-Q4_K_XL");
+
+    let mirror = Mirror::builder()
+        .repo(KIMI_K2, &repo)
+        .repo("test/kimi-unsplit", whole.parent().unwrap())
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let mut catalog = Catalog::builtin();
+    catalog.insert(CatalogEntry {
+        key: "test/kimi-unsplit".into(),
+        repo: RepoRef::main("test/kimi-unsplit"),
+        family: Family::GgufLlm,
+        capabilities: vec![Capability::TextGeneration],
+        files: vec!["model.gguf".into()],
+        other_repos: Vec::new(),
+        gguf_quant: None,
+        description: "the Kimi-K2 test checkpoint, unsplit".into(),
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .hub_config(support::hub_config(&mirror.endpoint(), cache.path()))
+        .catalog(catalog)
+        .build()
+        .unwrap();
+    let plugin = host.load_plugin(&guest("probe")).unwrap();
+    let generate = |key: &'static str| {
+        let (host, plugin) = (&host, &plugin);
+        async move {
+            let policy = Policy::default().allow_model(KIMI_K2).allow_model("test/kimi-unsplit");
+            let words = args(&["generate", key, "Hello the sea", "--max", "8"]);
+            json(&host.run(plugin, policy, words, Stdio::Capture).await.unwrap().result)
+        }
+    };
+    let reference = generate("test/kimi-unsplit").await;
+    assert_eq!(reference["finished"]["generated_tokens"], 8, "{reference}");
+    for key in [KIMI_K2, "unsloth/Kimi-K2-Instruct-GGUF:Q4_K_M"] {
+        let answer = generate(key).await;
+        assert_eq!(answer["text"], reference["text"], "{key}: the split parts must answer as the whole file: {answer}");
+    }
+    for part in 1..=3 {
+        let file = format!("Q4_K_M/Kimi-K2-Instruct-Q4_K_M-{part:05}-of-00003.gguf");
+        assert_eq!(mirror.stats().file_requests(KIMI_K2, &file), 1, "{file} downloaded once");
+    }
+    let ud = "UD-Q4_K_XL/Kimi-K2-Instruct-UD-Q4_K_XL-00001-of-00002.gguf";
+    assert_eq!(mirror.stats().file_requests(KIMI_K2, ud), 0, "the UD- variant is not Q4_K_M");
 }
