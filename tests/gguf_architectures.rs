@@ -8,9 +8,12 @@
 //! noise; what is checked is the machinery: the architecture is read from
 //! `general.architecture` (every file name here names a *different* model), the
 //! tokenizer and chat template come from the metadata, greedy output is deterministic,
-//! limits hold and unsupported architectures are refused with a precise message.
+//! limits hold, and deepseek2 (the host's own loader) computes what candle's non-quantized
+//! DeepSeek-V2 computes where their routers agree.
 
 mod support;
+#[path = "support/gguf_split.rs"]
+mod gguf_split;
 #[path = "support/tiny_gguf.rs"]
 mod tiny_gguf;
 
@@ -39,6 +42,11 @@ const QWEN3_TEMPLATE: &str = "{%- if messages[0].role == 'system' %}{{- '<|im_st
 {%- elif message.role == 'assistant' %}{{- '<|im_start|>assistant\\n' + message.content.strip() + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}\
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}\
 {{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}";
+
+/// Kimi-K2's turn format (without its default system prompt).
+const KIMI_TEMPLATE: &str = "{%- for message in messages -%}{%- if message.role == 'system' -%}<|im_system|>system<|im_middle|>\
+{%- elif message.role == 'user' -%}<|im_user|>user<|im_middle|>{%- else -%}<|im_assistant|>assistant<|im_middle|>{%- endif -%}\
+{{ message.content }}<|im_end|>{%- endfor -%}{%- if add_generation_prompt -%}<|im_assistant|>assistant<|im_middle|>{%- endif -%}";
 
 /// Phi-4-reasoning's turn format (without its long default system prompt).
 const PHI4_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '<|im_sep|>' + message['content'] + '<|im_end|>' }}\
@@ -116,7 +124,7 @@ fn checkpoints() -> Vec<Checkpoint> {
                 Some("[BOS]"),
                 "[EOS]",
                 false,
-                None,
+                Some(KIMI_TEMPLATE),
                 5,
             ),
         },
@@ -179,7 +187,7 @@ async fn model(world: &World, key: &str) -> Arc<dyn TextGenerator> {
     world.host.registry().text_generator(key, None).await.unwrap_or_else(|e| panic!("{key}: {e}"))
 }
 
-const GENERATING: [&str; 4] = [QWEN3, QWEN3_CODER_MOE, PHI4_REASONING, PHI3_MINI];
+const GENERATING: [&str; 5] = [QWEN3, QWEN3_CODER_MOE, PHI4_REASONING, PHI3_MINI, KIMI_K2];
 
 #[tokio::test]
 async fn every_architecture_streams_the_same_greedy_answer_twice() {
@@ -233,6 +241,7 @@ async fn chat_prompts_use_the_files_template_or_the_vocabularys_format() {
         (PHI4_REASONING, "<|im_start|>system<|im_sep|>Be brief.<|im_end|><|im_start|>user<|im_sep|>Hi<|im_end|><|im_start|>assistant<|im_sep|>", false),
         // No template in the file: Phi-3's format, found by its <|user|>/<|end|> tokens; BOS first.
         (PHI3_MINI, "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n", true),
+        (KIMI_K2, "<|im_system|>system<|im_middle|>Be brief.<|im_end|><|im_user|>user<|im_middle|>Hi<|im_end|><|im_assistant|>assistant<|im_middle|>", false),
     ];
     for (key, rendered, bos_first) in cases {
         let model = model(&world, key).await;
@@ -272,17 +281,6 @@ async fn a_prompt_longer_than_the_context_is_invalid_input() {
         let answer = probe(&world, &["generate", key, &long]).await;
         assert_eq!(answer["error"], "invalid-input", "{key}: {answer}");
         assert!(answer["message"].as_str().unwrap().contains(&CONTEXT.to_string()), "{key}: {answer}");
-    }
-}
-
-#[tokio::test]
-async fn kimi_k2_deepseek2_is_refused_naming_what_candle_lacks() {
-    let world = world().await;
-    let answer = probe(&world, &["generate", KIMI_K2, "Hello"]).await;
-    assert_eq!(answer["error"], "model-not-supported", "{answer}");
-    let message = answer["message"].as_str().unwrap();
-    for needed in ["deepseek2", "Kimi-K2", "quantized", "MLA"] {
-        assert!(message.contains(needed), "the refusal does not mention {needed}: {message}");
     }
 }
 
@@ -540,4 +538,268 @@ fn qwen3_past_position_2048_computes_what_candles_f32_qwen3_computes() {
         candle_worst = candle_worst.max(logit_difference(&candles.forward(&input, step).unwrap(), &b).0);
     }
     assert!(candle_worst > 1e-2 * scale, "candle's quantized_qwen3 was expected to be off, by {candle_worst}");
+}
+
+/// The Kimi-K2 checkpoint's spec with `experts` routed experts, `used` per token.
+fn deepseek2_spec(experts: usize, used: usize) -> Spec {
+    let mut spec = checkpoints().swap_remove(4).spec;
+    assert_eq!(spec.arch, Arch::DeepSeek2);
+    (spec.experts, spec.experts_used) = (experts, used);
+    spec
+}
+
+/// The host's deepseek2 module (host/src/families/gguf/deepseek2/) checked against
+/// candle's own NON-quantized `models::deepseek2` on the same tiny weights, stored as F32
+/// so that no quantization differs: prompt logits and two cached steps, to 1e-3.
+///
+/// candle's model is DeepSeek-V2's: softmax router only (no sigmoid, no `exp_probs_b`),
+/// its group-limited top-k does not select by group (it takes the top experts' indices as
+/// group indices), and its `norm_topk_prob` path fails (it divides a (tokens, k) tensor by
+/// a (tokens, 1) one without broadcasting) and would normalise *instead of* scaling. The
+/// host follows llama.cpp (normalise, then scale; sigmoid and groups as DeepSeek-V3), so
+/// the comparison covers what both compute: softmax routing with one group, unnormalised,
+/// scaled by 2.5 or not. The rest is compared whole: MLA in both
+/// tensor layouts (`attn_k_b`/`attn_v_b` and the older `attn_kv_b`), low-rank and plain
+/// queries, YaRN with mscale, the dense first layer, routed and shared experts. The
+/// sigmoid router, the selection bias and the groups are checked in the host's unit tests
+/// (deepseek2/router.rs).
+#[test]
+fn deepseek2_computes_what_candles_f32_deepseek2_computes() {
+    use candle_core::quantized::gguf_file::Content;
+    use candle_core::quantized::GgmlDType;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+    use candle_transformers::models::deepseek2 as reference;
+    use lantern::families::gguf::deepseek2::DeepSeek2;
+    use tiny_gguf::deepseek2::{Options, KV_LORA, NOPE, Q_LORA, ROPE, VALUE};
+    use tiny_gguf::{EXPERT_FFN, FFN, HEADS, HIDDEN, LAYERS};
+
+    let device = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = deepseek2_spec(8, 2);
+    let scaled = Options {
+        gating: 1,
+        selection_bias: false,
+        weights_norm: false,
+        weights_scale: 2.5,
+        yarn: Some((4.0, 64, 0.707)),
+        ..Options::kimi_k2()
+    };
+    let unscaled = Options {
+        weights_scale: 1.0,
+        yarn: None,
+        low_rank_queries: false,
+        legacy_kv_b: true,
+        ..scaled.clone()
+    };
+    let prompt = Tensor::new(&[[40u32, 72, 101, 108, 111, 32, 260, 97, 33, 44]], &device).unwrap();
+    for (case, options) in [("scaled, MLA layout, YaRN", scaled), ("unscaled, legacy attn_kv_b, plain queries", unscaled)] {
+        let quantized = dir.path().join("q8.gguf");
+        tiny_gguf::write_with(&spec, &options, &quantized);
+        let path = dir.path().join("f32.gguf");
+        tiny_gguf::rewrite(&quantized, &path, &[], GgmlDType::F32);
+        let mut file = std::fs::File::open(&path).unwrap();
+        let mut ours = DeepSeek2::from_gguf(Content::read(&mut file).unwrap(), &mut file, &device).unwrap();
+
+        let tensors = tiny_gguf::deepseek2::hf_tensors(&path);
+        let rope_scaling = options.yarn.map(|(factor, original, mscale)| {
+            serde_json::json!({ "type": "yarn", "factor": factor, "original_max_position_embeddings": original,
+                "beta_fast": 32.0, "beta_slow": 1.0, "mscale": mscale, "mscale_all_dim": mscale })
+        });
+        let config: reference::DeepSeekV2Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": tensors["model.embed_tokens.weight"].dim(0).unwrap(),
+            "hidden_size": HIDDEN, "intermediate_size": FFN, "moe_intermediate_size": EXPERT_FFN,
+            "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+            "n_shared_experts": options.shared_experts, "n_routed_experts": spec.experts,
+            "num_experts_per_tok": spec.experts_used, "routed_scaling_factor": options.weights_scale,
+            "norm_topk_prob": options.weights_norm, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+            "topk_method": "greedy", "scoring_func": "softmax", "n_group": 1, "topk_group": 1,
+            "max_position_embeddings": CONTEXT, "rms_norm_eps": 1e-6, "rope_theta": 10_000.0,
+            "rope_scaling": rope_scaling, "attention_bias": false,
+            "q_lora_rank": if options.low_rank_queries { Some(Q_LORA) } else { None },
+            "kv_lora_rank": KV_LORA, "qk_nope_head_dim": NOPE, "qk_rope_head_dim": ROPE, "v_head_dim": VALUE,
+        }))
+        .unwrap();
+        let mut theirs = reference::DeepSeekV2::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device)).unwrap();
+
+        let (a, b) = (ours.forward(&prompt, 0).unwrap(), theirs.forward(&prompt, 0).unwrap());
+        let (difference, scale) = logit_difference(&a, &b);
+        assert!(scale > 0.1, "{case}: logits are all near zero: the comparison would prove nothing");
+        assert!(difference < 1e-3 * scale.max(1.0), "{case}: prompt logits differ by {difference} (scale {scale})");
+        for (step, token) in [(10usize, 97u32), (11, 258)] {
+            let input = Tensor::new(&[[token]], &device).unwrap();
+            let (a, b) = (ours.forward(&input, step).unwrap(), theirs.forward(&input, step).unwrap());
+            let (difference, _) = logit_difference(&a, &b);
+            assert!(difference < 1e-3 * scale.max(1.0), "{case}: step {step} logits differ by {difference}");
+        }
+    }
+}
+
+/// The same weights in the two tensor layouts llama.cpp has written (one `attn_kv_b`, or
+/// `attn_k_b` + `attn_v_b` since its MLA change) give the same model, with Kimi-K2's
+/// router (sigmoid, selection bias, normalised and scaled weights) and YaRN.
+#[test]
+fn deepseek2_reads_both_attention_layouts_alike() {
+    use candle_core::quantized::gguf_file::Content;
+    use candle_core::{Device, Tensor};
+    use lantern::families::gguf::deepseek2::DeepSeek2;
+    use tiny_gguf::deepseek2::Options;
+
+    let device = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = deepseek2_spec(8, 2);
+    let open = |path: &std::path::Path| {
+        let mut file = std::fs::File::open(path).unwrap();
+        DeepSeek2::from_gguf(Content::read(&mut file).unwrap(), &mut file, &device).unwrap()
+    };
+    let (mla_path, legacy_path) = (dir.path().join("mla.gguf"), dir.path().join("legacy.gguf"));
+    let quantized = dir.path().join("mla-q8.gguf");
+    tiny_gguf::write_with(&spec, &Options::kimi_k2(), &quantized);
+    // F32 both: candle's quantized matmuls round activations, plain f32 ones do not.
+    tiny_gguf::rewrite(&quantized, &mla_path, &[], candle_core::quantized::GgmlDType::F32);
+    join_kv_b(&mla_path, &legacy_path);
+    let (mut mla, mut legacy) = (open(&mla_path), open(&legacy_path));
+    let prompt = Tensor::new(&[[40u32, 72, 101, 108, 111, 32]], &device).unwrap();
+    let (a, b) = (mla.forward(&prompt, 0).unwrap(), legacy.forward(&prompt, 0).unwrap());
+    let (difference, scale) = logit_difference(&a, &b);
+    assert!(scale > 0.1, "logits are all near zero");
+    assert!(difference < 1e-4 * scale.max(1.0), "the layouts differ by {difference}");
+}
+
+/// Rewrites a deepseek2 file of the MLA layout into the older one: per layer one
+/// `attn_kv_b` (heads × (nope + value), kv_lora) from `attn_k_b` (transposed back) and
+/// `attn_v_b`, per-head key/value lengths, no `_mla` keys; F32 so nothing is re-rounded.
+fn join_kv_b(src: &std::path::Path, dst: &std::path::Path) {
+    use candle_core::quantized::gguf_file::{self, Content, Value as Md};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+    use tiny_gguf::deepseek2::{NOPE, ROPE, VALUE};
+
+    let mut file = std::fs::File::open(src).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    let mut metadata = content.metadata.clone();
+    metadata.remove("deepseek2.attention.key_length_mla");
+    metadata.remove("deepseek2.attention.value_length_mla");
+    metadata.insert("deepseek2.attention.key_length".into(), Md::U32((NOPE + ROPE) as u32));
+    metadata.insert("deepseek2.attention.value_length".into(), Md::U32(VALUE as u32));
+    metadata.insert("deepseek2.attention.head_count_kv".into(), Md::U32(tiny_gguf::HEADS as u32));
+    let mut read = |name: &str| content.tensor(&mut file, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for name in content.tensor_infos.keys() {
+        if name.ends_with("attn_v_b.weight") {
+            continue;
+        }
+        let tensor = if let Some(layer) = name.strip_suffix(".attn_k_b.weight") {
+            let k_b = read(name).transpose(1, 2).unwrap();
+            let v_b = read(&format!("{layer}.attn_v_b.weight"));
+            let kv_b = Tensor::cat(&[&k_b, &v_b], 1).unwrap();
+            let (heads, rows, cols) = kv_b.dims3().unwrap();
+            tensors.push((format!("{layer}.attn_kv_b.weight"), QTensor::quantize(&kv_b.reshape((heads * rows, cols)).unwrap(), GgmlDType::F32).unwrap()));
+            continue;
+        } else {
+            read(name)
+        };
+        tensors.push((name.clone(), QTensor::quantize(&tensor, GgmlDType::F32).unwrap()));
+    }
+    let metadata: Vec<(&str, &Md)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(dst).unwrap(), &metadata, &tensors).unwrap();
+}
+
+/// What the host does not compute is refused as `model-not-supported`, naming it; broken
+/// metadata is an error naming the key, never a panic.
+#[test]
+fn deepseek2_refuses_what_it_does_not_compute() {
+    use candle_core::quantized::gguf_file::{Content, Value as Md};
+    use candle_core::quantized::GgmlDType;
+    use lantern::families::gguf::deepseek2::DeepSeek2;
+    use lantern::LanternError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("kimi.gguf");
+    tiny_gguf::write(&deepseek2_spec(4, 2), &plain);
+    let cases = [
+        ("deepseek2.expert_gating_func", Md::U32(3), "expert_gating_func 3", true),
+        ("deepseek2.rope.scaling.type", Md::String("longrope".into()), "longrope", true),
+        ("deepseek2.expert_used_count", Md::U32(9), "expert_used_count 9", false),
+        ("deepseek2.expert_group_count", Md::U32(3), "groups", false),
+        ("deepseek2.attention.kv_lora_rank", Md::String("512".into()), "kv_lora_rank", false),
+    ];
+    for (key, value, named, unsupported) in cases {
+        let path = dir.path().join("changed.gguf");
+        tiny_gguf::rewrite(&plain, &path, &[(key, value)], GgmlDType::F32);
+        let mut file = std::fs::File::open(&path).unwrap();
+        match DeepSeek2::from_gguf(Content::read(&mut file).unwrap(), &mut file, &candle_core::Device::Cpu) {
+            Err(LanternError::ModelNotSupported(message)) if unsupported => assert!(message.contains(named), "{key}: {message}"),
+            Err(LanternError::InferenceFailed(message)) if !unsupported => assert!(message.contains(named), "{key}: {message}"),
+            Err(other) => panic!("{key}: refused with the wrong error: {other}"),
+            Ok(_) => panic!("{key}: loaded"),
+        }
+    }
+}
+
+/// `unsloth/Kimi-K2-Instruct-GGUF` through the host's own catalog entry (not the test's):
+/// the default tag Q4_K_M picks the split parts in the repo's `Q4_K_M/` folder (a UD-
+/// variant beside it is left alone), they download and load as one deepseek2 model, and
+/// the answer equals the unsplit file's.
+#[tokio::test]
+async fn kimi_k2_resolves_from_its_repo_and_its_split_parts_load_as_one_deepseek2_model() {
+    let files = tempfile::tempdir().unwrap();
+    let repo = files.path().join("repo");
+    for folder in ["Q4_K_M", "UD-Q4_K_XL"] {
+        std::fs::create_dir_all(repo.join(folder)).unwrap();
+    }
+    let spec = checkpoints().swap_remove(4).spec;
+    let whole = files.path().join("unsplit").join("model.gguf");
+    std::fs::create_dir_all(whole.parent().unwrap()).unwrap();
+    tiny_gguf::write(&spec, &whole);
+    gguf_split::split(&whole, 3, &repo.join("Q4_K_M"), "Kimi-K2-Instruct-Q4_K_M");
+    let other = files.path().join("other.gguf");
+    tiny_gguf::write(&Spec { seed: 99, ..checkpoints().swap_remove(4).spec }, &other);
+    gguf_split::split(&other, 2, &repo.join("UD-Q4_K_XL"), "Kimi-K2-Instruct-UD-Q4_K_XL");
+
+    let mirror = Mirror::builder()
+        .repo(KIMI_K2, &repo)
+        .repo("test/kimi-unsplit", whole.parent().unwrap())
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let mut catalog = Catalog::builtin();
+    catalog.insert(CatalogEntry {
+        key: "test/kimi-unsplit".into(),
+        repo: RepoRef::main("test/kimi-unsplit"),
+        family: Family::GgufLlm,
+        capabilities: vec![Capability::TextGeneration],
+        files: vec!["model.gguf".into()],
+        other_repos: Vec::new(),
+        gguf_quant: None,
+        description: "the Kimi-K2 test checkpoint, unsplit".into(),
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .hub_config(support::hub_config(&mirror.endpoint(), cache.path()))
+        .catalog(catalog)
+        .build()
+        .unwrap();
+    let plugin = host.load_plugin(&guest("probe")).unwrap();
+    let generate = |key: &'static str| {
+        let (host, plugin) = (&host, &plugin);
+        async move {
+            let policy = Policy::default().allow_model(KIMI_K2).allow_model("test/kimi-unsplit");
+            let words = args(&["generate", key, "Hello the sea", "--max", "8"]);
+            json(&host.run(plugin, policy, words, Stdio::Capture).await.unwrap().result)
+        }
+    };
+    let reference = generate("test/kimi-unsplit").await;
+    assert_eq!(reference["finished"]["generated_tokens"], 8, "{reference}");
+    for key in [KIMI_K2, "unsloth/Kimi-K2-Instruct-GGUF:Q4_K_M"] {
+        let answer = generate(key).await;
+        assert_eq!(answer["text"], reference["text"], "{key}: the split parts must answer as the whole file: {answer}");
+    }
+    for part in 1..=3 {
+        let file = format!("Q4_K_M/Kimi-K2-Instruct-Q4_K_M-{part:05}-of-00003.gguf");
+        assert_eq!(mirror.stats().file_requests(KIMI_K2, &file), 1, "{file} downloaded once");
+    }
+    let ud = "UD-Q4_K_XL/Kimi-K2-Instruct-UD-Q4_K_XL-00001-of-00002.gguf";
+    assert_eq!(mirror.stats().file_requests(KIMI_K2, ud), 0, "the UD- variant is not Q4_K_M");
 }

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+#[path = "tiny_deepseek2.rs"]
+pub mod deepseek2;
+
 use crate::support::splitmix::SplitMix64;
 use std::path::Path;
 
@@ -197,7 +200,7 @@ impl Writer {
         self.ones(&format!("{p}.attn_k_norm.weight"), HEAD_DIM);
     }
 
-    fn block(&mut self, spec: &Spec, layer: usize) {
+    fn block(&mut self, spec: &Spec, options: &deepseek2::Options, layer: usize) {
         let arch = spec.arch;
         let p = format!("blk.{layer}");
         self.ones(&format!("{p}.attn_norm.weight"), HIDDEN);
@@ -225,19 +228,7 @@ impl Writer {
                 self.random(&format!("{p}.ffn_up.weight"), &[2 * FFN, HIDDEN]);
                 self.random(&format!("{p}.ffn_down.weight"), &[HIDDEN, FFN]);
             }
-            Arch::DeepSeek2 => {
-                // Multi-head latent attention (MLA): low-rank q and compressed kv.
-                self.random(&format!("{p}.attn_q_a.weight"), &[32, HIDDEN]);
-                self.ones(&format!("{p}.attn_q_a_norm.weight"), 32);
-                self.random(&format!("{p}.attn_q_b.weight"), &[HEADS * 24, 32]);
-                self.random(&format!("{p}.attn_kv_a_mqa.weight"), &[32 + 8, HIDDEN]);
-                self.ones(&format!("{p}.attn_kv_a_norm.weight"), 32);
-                self.random(&format!("{p}.attn_kv_b.weight"), &[HEADS * (16 + 16), 32]);
-                self.random(&format!("{p}.attn_output.weight"), &[HIDDEN, HEADS * 16]);
-                self.random(&format!("{p}.ffn_gate.weight"), &[FFN, HIDDEN]);
-                self.random(&format!("{p}.ffn_up.weight"), &[FFN, HIDDEN]);
-                self.random(&format!("{p}.ffn_down.weight"), &[HIDDEN, FFN]);
-            }
+            Arch::DeepSeek2 => deepseek2::block(self, spec, options, layer),
         }
     }
 }
@@ -246,13 +237,13 @@ fn u32v(v: usize) -> Value {
     Value::U32(v as u32)
 }
 
-fn architecture_metadata(spec: &Spec) -> Vec<(String, Value)> {
+fn architecture_metadata(spec: &Spec, options: &deepseek2::Options) -> Vec<(String, Value)> {
     let (arch, context_length) = (spec.arch, spec.context_length);
     let a = arch.name();
     let mut md = vec![
         (format!("{a}.context_length"), Value::U32(context_length)),
         (format!("{a}.embedding_length"), u32v(HIDDEN)),
-        (format!("{a}.block_count"), u32v(if arch == Arch::DeepSeek2 { 1 } else { LAYERS })),
+        (format!("{a}.block_count"), u32v(LAYERS)),
         (format!("{a}.feed_forward_length"), u32v(FFN)),
         (format!("{a}.attention.head_count"), u32v(HEADS)),
         (format!("{a}.attention.head_count_kv"), u32v(KV_HEADS)),
@@ -266,21 +257,9 @@ fn architecture_metadata(spec: &Spec) -> Vec<(String, Value)> {
         }
         Arch::Phi3 => md.push((format!("{a}.rope.dimension_count"), u32v(HEAD_DIM))),
         Arch::DeepSeek2 => {
-            for (key, value) in [
-                ("attention.q_lora_rank", 32),
-                ("attention.kv_lora_rank", 32),
-                ("attention.key_length", 24),
-                ("attention.value_length", 16),
-                ("rope.dimension_count", 8),
-                ("leading_dense_block_count", 1),
-                ("expert_count", spec.experts),
-                ("expert_used_count", spec.experts_used),
-                ("expert_shared_count", 1),
-                ("expert_feed_forward_length", EXPERT_FFN),
-            ] {
-                md.push((format!("{a}.{key}"), u32v(value)));
-            }
-            md.push((format!("{a}.expert_weights_scale"), Value::F32(2.5)));
+            // Its own head_count_kv: 1 over the compressed cache, or one per head in old files.
+            md.retain(|(key, _)| !key.ends_with(".attention.head_count_kv"));
+            md.extend(deepseek2::metadata(spec, options));
         }
     }
     if arch == Arch::Qwen3Moe {
@@ -292,7 +271,13 @@ fn architecture_metadata(spec: &Spec) -> Vec<(String, Value)> {
 }
 
 /// Writes the checkpoint `spec` describes to `path`; returns its vocabulary (id order).
+/// A deepseek2 checkpoint makes Kimi-K2's choices ([`deepseek2::Options::kimi_k2`]).
 pub fn write(spec: &Spec, path: &Path) -> Vec<String> {
+    write_with(spec, &deepseek2::Options::kimi_k2(), path)
+}
+
+/// [`write`], with `options` for a deepseek2 checkpoint (ignored by other architectures).
+pub fn write_with(spec: &Spec, options: &deepseek2::Options, path: &Path) -> Vec<String> {
     let vocab = match spec.vocab {
         VocabStyle::Gpt2 { .. } => gpt2_vocab(spec.specials),
         VocabStyle::SentencePiece => sentencepiece_vocab(spec.specials),
@@ -308,9 +293,8 @@ pub fn write(spec: &Spec, path: &Path) -> Vec<String> {
         .collect();
     w.put("output.weight", output, &[n_vocab, HIDDEN], GgmlDType::Q8_0);
     w.ones("output_norm.weight", HIDDEN);
-    let layers = if spec.arch == Arch::DeepSeek2 { 1 } else { LAYERS };
-    for layer in 0..layers {
-        w.block(spec, layer);
+    for layer in 0..LAYERS {
+        w.block(spec, options, layer);
     }
 
     let mut md: Vec<(String, Value)> = vec![
@@ -319,7 +303,7 @@ pub fn write(spec: &Spec, path: &Path) -> Vec<String> {
         ("general.file_type".into(), Value::U32(7)), // MOSTLY_Q8_0
         ("general.quantization_version".into(), Value::U32(2)),
     ];
-    md.extend(architecture_metadata(spec));
+    md.extend(architecture_metadata(spec, options));
     let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
     match spec.vocab {
         VocabStyle::Gpt2 { pre } => {

@@ -440,7 +440,7 @@ fn gguf_repo_entries() -> Vec<CatalogEntry> {
         gguf_repo(
             "unsloth/Kimi-K2-Instruct-GGUF",
             "Q4_K_M",
-            "Kimi-K2 instruct 1T MoE (deepseek2), split GGUF parts; not runnable yet (no deepseek2 loader), see README",
+            "Kimi-K2 instruct 1T MoE (deepseek2, 32B active), split GGUF parts; default quantisation Q4_K_M; KEY:TAG for others",
         ),
     ]
 }

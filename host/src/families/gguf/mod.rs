@@ -10,7 +10,7 @@
 //! | `phi3` | [`phi3`] (candle's `quantized_phi3` ignores `phi3.rope.freq_base`) | Phi-3, Phi-4 (reasoning) |
 //! | `qwen2` | `quantized_qwen2` | Qwen2, Qwen2.5, Qwen2.5-Coder |
 //! | `gemma3` | [`gemma3`] (candle's `quantized_gemma3` gates its FFN with SiLU, not GELU) | Gemma 3 |
-//! | `deepseek2` | — | DeepSeek-V3 / Kimi-K2: candle 0.11 has no quantized loader (refused with `model-not-supported`) |
+//! | `deepseek2` | [`deepseek2`] (candle 0.11 has no quantized loader; its safetensors `deepseek2` has only V2's softmax router) | DeepSeek-V2/V3, Kimi-K2 |
 //!
 //! The tokenizer comes from the GGUF metadata ([`tokenizer`]); the chat template from
 //! `tokenizer.chat_template` or a fallback ([`chat_template`]).
@@ -18,8 +18,10 @@
 //! for speed ([`requantize`]; off by default).
 
 pub mod chat_template;
+pub mod deepseek2;
 pub mod files;
 pub mod gemma3;
+pub mod moe;
 pub mod phi3;
 pub mod qwen3;
 pub mod split;
@@ -55,6 +57,7 @@ enum Weights {
     /// of a qwen2 model take turns, each starting from an empty KV cache.
     Qwen2(std::sync::Mutex<quantized_qwen2::ModelWeights>),
     Gemma3(gemma3::Gemma3),
+    DeepSeek2(deepseek2::DeepSeek2),
 }
 
 struct Session<M>(M);
@@ -73,7 +76,8 @@ causal_lm!(
     qwen3::ModelWeights,
     phi3::ModelWeights,
     qwen3_moe::Qwen3Moe,
-    gemma3::Gemma3
+    gemma3::Gemma3,
+    deepseek2::DeepSeek2
 );
 
 impl CausalLm for Session<&mut quantized_qwen2::ModelWeights> {
@@ -109,15 +113,9 @@ fn metadata_u32(content: &Content, key: &str) -> Option<u32> {
 /// Refuses, before any weight is read, the architectures this host cannot run.
 fn supported(architecture: &str) -> LanternResult<()> {
     match architecture {
-        "llama" | "qwen3" | "phi3" | "qwen3moe" | "qwen2" | "gemma3" => Ok(()),
-        "deepseek2" => Err(LanternError::ModelNotSupported(
-            "GGUF architecture deepseek2 (DeepSeek-V3, Kimi-K2): candle 0.11 has a safetensors DeepSeek-V2/V3 \
-             model (models::deepseek2) but no quantized GGUF loader for it (MLA attention and the MoE router \
-             would need a quantized_deepseek2 module)"
-                .into(),
-        )),
+        "llama" | "qwen3" | "phi3" | "qwen3moe" | "qwen2" | "gemma3" | "deepseek2" => Ok(()),
         other => Err(LanternError::ModelNotSupported(format!(
-            "GGUF architecture {other:?} is not one this host runs (llama, qwen2, qwen3, qwen3moe, phi3, gemma3)"
+            "GGUF architecture {other:?} is not one this host runs (llama, qwen2, qwen3, qwen3moe, phi3, gemma3, deepseek2)"
         ))),
     }
 }
@@ -140,6 +138,7 @@ fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &m
         "qwen3moe" => Weights::Qwen3Moe(
             qwen3_moe::Qwen3Moe::from_gguf(content, reader, device).map_err(failed("loading qwen3moe weights"))?,
         ),
+        "deepseek2" => Weights::DeepSeek2(deepseek2::DeepSeek2::from_gguf(content, reader, device)?),
         other => return supported(other).and(Err(LanternError::InferenceFailed(format!("no loader for {other}")))),
     })
 }
@@ -269,6 +268,7 @@ impl TextGenerator for GgufLlm {
                 decoding::generate(&mut Session(&mut *weights), &setup, ids, params, sink)
             }
             Weights::Gemma3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
+            Weights::DeepSeek2(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
         }
     }
 }

@@ -7,35 +7,21 @@
 //! backend"), and its model is neither `Clone` nor able to clear its KV cache. This
 //! module reads the same GGUF tensors, reuses candle's public building blocks (quantized
 //! matmuls, RMS norm) and the host's Qwen3 rotary embedding ([`super::qwen3`], f64 angles) and routes tokens to the experts with
-//! ordinary quantized matmuls: softmax over the router, top-k, renormalised (Qwen3's
+//! ordinary quantized matmuls ([`super::moe`], shared with DeepSeek-V2/V3): softmax over the router, top-k, renormalised (Qwen3's
 //! `norm_topk_prob`), each expert's SwiGLU on the rows routed to it.
 
-use std::borrow::Cow;
 use std::io::{Read, Seek};
 use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, QStorage, QTensor};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::ConcatKvCache;
 use candle_nn::Embedding;
+use super::moe::{Experts, Route};
 use super::qwen3::{Gguf, RotaryEmbedding};
 use candle_transformers::models::with_tracing::QMatMul;
 use candle_transformers::quantized_nn::RmsNorm;
 use candle_transformers::utils::{build_additive_causal_mask, repeat_kv};
-
-#[derive(Clone)]
-struct Expert {
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
-}
-
-impl Expert {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gated = (candle_nn::ops::silu(&self.gate.forward(xs)?)? * self.up.forward(xs)?)?;
-        self.down.forward(&gated)
-    }
-}
 
 #[derive(Clone)]
 struct Attention {
@@ -60,7 +46,7 @@ struct Layer {
     ffn_norm: RmsNorm,
     /// Router weights, transposed: (hidden, experts), f32.
     router: Tensor,
-    experts: Vec<Expert>,
+    experts: Experts,
     experts_per_token: usize,
 }
 
@@ -72,20 +58,6 @@ pub struct Qwen3Moe {
     norm: RmsNorm,
     output: QMatMul,
     device: Device,
-}
-
-/// One expert's matrix out of a stacked (experts, rows, cols) tensor: the experts lie one
-/// after the other in the file, each a whole number of quantization blocks.
-fn split_experts(stacked: &QTensor, device: &Device) -> Result<Vec<QMatMul>> {
-    let (experts, rows, cols) = stacked.shape().dims3()?;
-    let data = stacked.data()?;
-    let each = data.len() / experts;
-    (0..experts)
-        .map(|e| {
-            let storage = QStorage::from_data(Cow::Borrowed(&data[e * each..(e + 1) * each]), device, stacked.dtype())?;
-            QMatMul::from_weights(Arc::new(QTensor::new(storage, (rows, cols))?))
-        })
-        .collect()
 }
 
 impl Attention {
@@ -126,28 +98,17 @@ impl Layer {
         let (b, l, hidden) = xs.dims3()?;
         let xs = xs.reshape((b * l, hidden))?;
         let probabilities = candle_nn::ops::softmax_last_dim(&xs.matmul(&self.router)?)?.to_vec2::<f32>()?;
-        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.experts.len()];
-        let mut weights: Vec<Vec<f32>> = vec![Vec::new(); self.experts.len()];
-        for (token, p) in probabilities.iter().enumerate() {
-            let mut order: Vec<usize> = (0..p.len()).collect();
-            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-            let chosen = &order[..self.experts_per_token];
-            let total: f32 = chosen.iter().map(|&e| p[e]).sum();
-            for &e in chosen {
-                rows[e].push(token as u32);
-                weights[e].push(p[e] / total);
-            }
-        }
-        let mut out = xs.zeros_like()?;
-        for (e, expert) in self.experts.iter().enumerate() {
-            if rows[e].is_empty() {
-                continue;
-            }
-            let index = Tensor::new(rows[e].as_slice(), xs.device())?;
-            let weight = Tensor::new(weights[e].as_slice(), xs.device())?.unsqueeze(1)?;
-            let ys = expert.forward(&xs.index_select(&index, 0)?)?.broadcast_mul(&weight)?;
-            out = out.index_add(&index, &ys, 0)?;
-        }
+        let routes: Vec<Route> = probabilities
+            .iter()
+            .map(|p| {
+                let mut order: Vec<usize> = (0..p.len()).collect();
+                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+                let chosen = &order[..self.experts_per_token.min(order.len())];
+                let total: f32 = chosen.iter().map(|&e| p[e]).sum();
+                chosen.iter().map(|&e| (e, p[e] / total)).collect()
+            })
+            .collect();
+        let out = self.experts.forward(&xs, &routes)?;
         out.reshape((b, l, hidden))
     }
 }
@@ -200,10 +161,7 @@ impl Qwen3Moe {
                 cache: ConcatKvCache::new(2),
             };
             let router = gg.tensor(&format!("{p}.ffn_gate_inp.weight"))?.dequantize(device)?.to_dtype(DType::F32)?.t()?.contiguous()?;
-            let gates = split_experts(&gg.tensor(&format!("{p}.ffn_gate_exps.weight"))?, device)?;
-            let ups = split_experts(&gg.tensor(&format!("{p}.ffn_up_exps.weight"))?, device)?;
-            let downs = split_experts(&gg.tensor(&format!("{p}.ffn_down_exps.weight"))?, device)?;
-            let experts = gates.into_iter().zip(ups).zip(downs).map(|((gate, up), down)| Expert { gate, up, down }).collect();
+            let experts = Experts::load(&mut gg, &p, device)?;
             layers.push(Layer {
                 attention_norm: gg.rms_norm(&format!("{p}.attn_norm.weight"), eps)?,
                 attention,
@@ -232,28 +190,5 @@ impl Qwen3Moe {
         }
         let last = self.norm.forward(&xs)?.narrow(1, l - 1, 1)?;
         self.output.forward(&last)?.squeeze(1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::quantized::GgmlDType;
-    use candle_core::D;
-
-    /// Splitting a stacked expert tensor gives each expert exactly its own matrix.
-    #[test]
-    fn experts_are_split_out_of_the_stacked_tensor() {
-        let device = Device::Cpu;
-        let stacked = Tensor::arange(0f32, 3.0 * 2.0 * 32.0, &device).unwrap().reshape((3, 2, 32)).unwrap();
-        let quantized = QTensor::quantize(&stacked, GgmlDType::F32).unwrap();
-        let experts = split_experts(&quantized, &device).unwrap();
-        assert_eq!(experts.len(), 3);
-        let ones = Tensor::ones((1, 32), DType::F32, &device).unwrap();
-        for (e, expert) in experts.iter().enumerate() {
-            let got = expert.forward(&ones).unwrap().to_vec2::<f32>().unwrap();
-            let rows = stacked.get(e).unwrap().sum(D::Minus1).unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(got[0], rows, "expert {e}");
-        }
     }
 }
