@@ -269,6 +269,32 @@ async fn regular_files_are_checked_against_their_git_blob_id_and_lfs_files_again
 }
 
 #[tokio::test]
+async fn a_blob_a_crash_left_unsynced_is_verified_again_before_use() {
+    let file = "model.bin";
+    let fixture = Fixture::new(&[(file, 200_000)], Faults::default()).await;
+    let hub = fixture.hub();
+    hub.fetch(&RepoRef::main(REPO), &names(&[file]), None).await.unwrap();
+    hub.wait_until_synced().await;
+    let blob = fixture.blobs().join(fixture.etag(file));
+    let marker = fixture.blobs().join(format!("{}.unsynced", fixture.etag(file)));
+    assert!(!marker.exists(), "the sync marker outlived the sync");
+
+    // A crash before the sync, but the bytes made it: kept, without a download.
+    std::fs::write(&marker, b"").unwrap();
+    let fetched = fixture.hub().fetch(&RepoRef::main(REPO), &names(&[file]), None).await.unwrap();
+    fixture.assert_same_content(fetched.path(file).unwrap(), file);
+    assert_eq!(fixture.mirror.stats().get_requests(REPO, file), 1);
+    assert!(!marker.exists());
+
+    // A power cut before the sync that lost the bytes: the blob is fetched again.
+    std::fs::write(&blob, vec![0u8; 200_000]).unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    let fetched = fixture.hub().fetch(&RepoRef::main(REPO), &names(&[file]), None).await.unwrap();
+    fixture.assert_same_content(fetched.path(file).unwrap(), file);
+    assert_eq!(fixture.mirror.stats().get_requests(REPO, file), 2);
+}
+
+#[tokio::test]
 async fn fifty_concurrent_fetches_of_one_file_share_one_transfer() {
     let file = "model.bin";
     let fixture = Fixture::new(&[(file, 2 << 20)], Faults { bytes_per_second: Some(10_000_000), ..Faults::default() }).await;

@@ -186,6 +186,9 @@ async fn a_fault_soak_leaves_every_file_verified_or_a_typed_error_and_no_corrupt
         stats.requests(),
         failed.len(),
     );
+    for failure in &failed {
+        eprintln!("  typed error: {failure}");
+    }
     assert!(total_injected >= LEAST_FAULTS, "only {total_injected} faults were injected: {injected:?}");
     for kind in FAULT_KINDS {
         assert!(injected.get(kind).is_some_and(|n| *n > 0), "no {kind} fault was injected: {injected:?}");

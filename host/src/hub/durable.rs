@@ -23,13 +23,15 @@ pub fn marker(blob: &Path) -> PathBuf {
 /// Moves the verified `incomplete` file to `blob` and syncs it in the background.
 pub(super) async fn publish(hub: &Hub, incomplete: &Path, blob: &Path) -> Result<(), HubError> {
     let (from, to) = (incomplete.to_path_buf(), blob.to_path_buf());
-    super::blocking_io(blob, move || {
+    // Known by its canonical path, which is how [`trusted`] looks it up.
+    let blob = super::blocking_io(blob, move || {
         std::fs::File::create(marker(&to))?;
-        std::fs::rename(&from, &to)
+        std::fs::rename(&from, &to)?;
+        std::fs::canonicalize(&to)
     })
     .await?;
-    hub.inner.syncing.lock().unwrap().insert(blob.to_path_buf());
-    let (inner, blob) = (std::sync::Arc::downgrade(&hub.inner), blob.to_path_buf());
+    hub.inner.syncing.lock().unwrap().insert(blob.clone());
+    let inner = std::sync::Arc::downgrade(&hub.inner);
     let sync = tokio::spawn(async move {
         let target = blob.clone();
         let synced = super::blocking_io(&blob, move || sync_and_unmark(&target)).await;
@@ -73,16 +75,15 @@ fn sync_and_unmark(blob: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Whether the cached `blob` may be used: yes unless it carries a marker that no sync of
-/// this process accounts for, in which case it is verified against its name (its ETag)
-/// first, then synced, or deleted if it no longer matches.
+/// Whether the cached `blob` (or the snapshot link to it) may be used: yes unless it
+/// carries a marker that no sync of this process accounts for, in which case it is
+/// verified against its name (its ETag) first, then synced, or deleted if it no longer
+/// matches.
 pub(super) async fn trusted(hub: &Hub, blob: &Path) -> Result<bool, HubError> {
-    if hub.inner.syncing.lock().unwrap().contains(blob) {
-        return Ok(true);
-    }
-    let target = blob.to_path_buf();
+    let (hub, target) = (hub.clone(), blob.to_path_buf());
     super::blocking_io(blob, move || {
-        if !marker(&target).exists() {
+        let target = std::fs::canonicalize(&target)?;
+        if hub.inner.syncing.lock().unwrap().contains(&target) || !marker(&target).exists() {
             return Ok(true);
         }
         let etag = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

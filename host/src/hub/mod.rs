@@ -320,8 +320,7 @@ impl Hub {
     ) -> Result<PathBuf, HubError> {
         let cache = self.repo_cache(&repo.repo);
         if let Some(path) = cache.cached_file(&repo.revision, file) {
-            let blob = tokio::fs::canonicalize(&path).await.map_err(|e| HubError::io(&path, e))?;
-            if durable::trusted(self, &blob).await? {
+            if durable::trusted(self, &path).await? {
                 if let Some(progress) = &progress {
                     let size = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
                     progress.report(label, size.unwrap_or(0), size, true);
