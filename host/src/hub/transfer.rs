@@ -153,9 +153,17 @@ pub async fn transfer(
 
     let (path, size, fresh) = (incomplete.to_path_buf(), remote.size, resumed.is_none());
     let file = super::blocking_io(incomplete, move || {
+        if fresh {
+            // A new file rather than a truncated one: ext4 flushes a file that was
+            // truncated to zero and rewritten when it is closed (`auto_da_alloc`), which
+            // would write the whole blob out at once, wherever the close happens.
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         if fresh {
-            file.set_len(0)?;
             if let Some(size) = size {
                 // Reserve the whole length so every part can write at its offset.
                 file.set_len(size)?;
@@ -238,7 +246,11 @@ pub async fn transfer(
         return Err(HubError::io(incomplete, message));
     }
     let parts = shared.parts.iter().zip(&shared.done).map(|(p, d)| Part { done: d.load(Ordering::Relaxed), ..p.clone() });
-    Ok(Transferred { length, digest, parts: parts.collect() })
+    let parts = parts.collect();
+    // The last handle to the file closes on the blocking pool: a close may wait on the
+    // filesystem, and this is a runtime thread.
+    tokio::task::spawn_blocking(move || drop(shared));
+    Ok(Transferred { length, digest, parts })
 }
 
 /// Hashes the file in order as its written prefix grows, until the transfer finishes
