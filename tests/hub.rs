@@ -2,6 +2,8 @@
 //! on purpose: concurrency, parallel ranges, resume, retries, verification, single
 //! flight within and across processes, offline mode, name checks and token scoping.
 
+#[path = "hub/soak.rs"]
+mod soak;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use hubmirror::{ErrorStatus, Faults, Mirror, Stall};
 use lantern::hub::{FetchProgress, Hub, HubError, LockHolder, RepoRef};
-use support::{lantern, mirror_of, quick_hub_config, write_random_repo};
+use support::{lantern, mirror_of, quick_hub_config, random_bytes, write_random_repo};
 
 const REPO: &str = "test-org/test-model";
 
@@ -33,20 +35,20 @@ impl Fixture {
         Hub::new(quick_hub_config(&self.mirror.endpoint(), self.cache.path())).unwrap()
     }
 
-    fn sha256(&self, file: &str) -> String {
-        self.mirror.repo(REPO).unwrap().files[file].sha256.clone()
+    /// The file's ETag as the Hub gives it (sha256 for LFS files, git blob id for
+    /// regular ones), which names its blob.
+    fn etag(&self, file: &str) -> String {
+        self.mirror.repo(REPO).unwrap().files[file].etag().to_string()
     }
 
     fn blobs(&self) -> PathBuf {
         self.cache.path().join("models--test-org--test-model/blobs")
     }
 
-    /// Names in blobs/ (the cache's content and any leftovers).
+    /// Names in blobs/ (the cache's content and any leftovers), without the markers of
+    /// blobs still being synced to disk in the background.
     fn blob_entries(&self) -> Vec<String> {
-        match std::fs::read_dir(self.blobs()) {
-            Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
-            Err(_) => Vec::new(),
-        }
+        blob_entries(&self.blobs())
     }
 
     fn assert_same_content(&self, fetched: &Path, file: &str) {
@@ -54,6 +56,16 @@ impl Fixture {
         let actual = std::fs::read(fetched).unwrap();
         assert!(expected == actual, "{file}: fetched bytes differ from the served file");
     }
+}
+
+fn blob_entries(blobs: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(blobs) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    names.retain(|name| !name.ends_with(".unsynced"));
+    names.sort();
+    names
 }
 
 fn names(files: &[&str]) -> Vec<String> {
@@ -123,7 +135,7 @@ async fn a_big_file_downloads_as_parallel_ranges_within_the_connection_limit() {
     assert!(stats.most_concurrent_bodies() >= 2, "the ranges were not fetched in parallel");
     assert!(stats.most_concurrent_bodies() <= 3, "more connections than allowed: {}", stats.most_concurrent_bodies());
     assert_eq!(stats.bytes_sent(), size as u64);
-    assert_eq!(fixture.blob_entries(), vec![fixture.sha256("model.safetensors")]);
+    assert_eq!(fixture.blob_entries(), vec![fixture.etag("model.safetensors")]);
 }
 
 #[tokio::test]
@@ -131,7 +143,7 @@ async fn a_download_killed_midway_resumes_and_fetches_only_the_missing_bytes() {
     let size: usize = 16 << 20;
     let file = "model.safetensors";
     let fixture = Fixture::new(&[(file, size)], Faults { bytes_per_second: Some(6_000_000), ..Faults::default() }).await;
-    let sidecar = fixture.blobs().join(format!("{}.incomplete.parts", fixture.sha256(file)));
+    let sidecar = fixture.blobs().join(format!("{}.incomplete.parts", fixture.etag(file)));
 
     // The first "process": its own runtime, shut down part-way as a kill would.
     let doomed = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -153,7 +165,7 @@ async fn a_download_killed_midway_resumes_and_fetches_only_the_missing_bytes() {
     fixture.assert_same_content(fetched.path(file).unwrap(), file);
     let sent_after_restart = stats.bytes_sent() - sent_before;
     assert_eq!(sent_after_restart, size as u64 - on_disk, "the restart fetched bytes that were already on disk");
-    assert_eq!(fixture.blob_entries(), vec![fixture.sha256(file)], "the sidecar, lock or partial file was left behind");
+    assert_eq!(fixture.blob_entries(), vec![fixture.etag(file)], "the sidecar, lock or partial file was left behind");
 }
 
 #[tokio::test]
@@ -216,6 +228,73 @@ async fn corrupted_bytes_fail_verification_and_leave_nothing_in_the_cache() {
 }
 
 #[tokio::test]
+async fn regular_files_are_checked_against_their_git_blob_id_and_lfs_files_against_their_sha256() {
+    let source = tempfile::tempdir().unwrap();
+    let text = |len: usize, seed: u64| -> Vec<u8> { random_bytes(len, seed).into_iter().map(|b| b' ' + b % 95).collect() };
+    std::fs::write(source.path().join("config.json"), text(5_000, 1)).unwrap();
+    std::fs::write(source.path().join("README.md"), text(700, 2)).unwrap();
+    std::fs::write(source.path().join("model.safetensors"), random_bytes(100_000, 3)).unwrap();
+    let mirror = mirror_of(REPO, source.path(), Faults::default()).await;
+    let served = mirror.repo(REPO).unwrap().clone();
+    let (config, weights) = (&served.files["config.json"], &served.files["model.safetensors"]);
+    assert!(!config.lfs && weights.lfs);
+
+    // The identities, as the Hub sends them.
+    let client = reqwest::Client::new();
+    let head = |file: &str| client.head(format!("{}/{REPO}/resolve/main/{file}", mirror.endpoint())).send();
+    let response = head("config.json").await.unwrap();
+    assert_eq!(response.headers()["etag"], format!("\"{}\"", config.git_blob_id).as_str());
+    assert!(response.headers().get("x-linked-etag").is_none());
+    let response = head("model.safetensors").await.unwrap();
+    assert_eq!(response.headers()["x-linked-etag"], format!("\"{}\"", weights.sha256).as_str());
+    assert_eq!(response.headers()["x-linked-size"], "100000");
+    assert_ne!(response.headers()["etag"], format!("\"{}\"", weights.sha256).as_str(), "an LFS file's ETag is its pointer's");
+
+    // A flipped byte in a small regular file is caught by the git blob id and fetched again.
+    let cache = tempfile::tempdir().unwrap();
+    let hub = Hub::new(quick_hub_config(&mirror.endpoint(), cache.path())).unwrap();
+    mirror.set_faults(Faults { faulty_requests: Some(1), flip_byte: true, ..Faults::default() });
+    let fetched = hub.fetch(&RepoRef::main(REPO), &names(&["config.json"]), None).await.unwrap();
+    assert!(std::fs::read(fetched.path("config.json").unwrap()).unwrap() == std::fs::read(source.path().join("config.json")).unwrap());
+    assert_eq!(mirror.stats().get_requests(REPO, "config.json"), 2, "the flipped byte went unnoticed");
+    let blobs = cache.path().join("models--test-org--test-model/blobs");
+    assert_eq!(blob_entries(&blobs), vec![config.git_blob_id.clone()]);
+
+    // A server that always corrupts it: a typed error naming the check and the tries, nothing cached.
+    mirror.set_faults(Faults { flip_byte: true, ..Faults::default() });
+    let error = hub.fetch(&RepoRef::main(REPO), &names(&["README.md"]), None).await.unwrap_err();
+    assert!(matches!(&error, HubError::Verification { attempts: 2, .. }), "{error}");
+    assert!(error.to_string().contains("git blob id"), "{error}");
+    assert_eq!(blob_entries(&blobs), vec![config.git_blob_id.clone()]);
+}
+
+#[tokio::test]
+async fn a_blob_a_crash_left_unsynced_is_verified_again_before_use() {
+    let file = "model.bin";
+    let fixture = Fixture::new(&[(file, 200_000)], Faults::default()).await;
+    let hub = fixture.hub();
+    hub.fetch(&RepoRef::main(REPO), &names(&[file]), None).await.unwrap();
+    hub.wait_until_synced().await;
+    let blob = fixture.blobs().join(fixture.etag(file));
+    let marker = fixture.blobs().join(format!("{}.unsynced", fixture.etag(file)));
+    assert!(!marker.exists(), "the sync marker outlived the sync");
+
+    // A crash before the sync, but the bytes made it: kept, without a download.
+    std::fs::write(&marker, b"").unwrap();
+    let fetched = fixture.hub().fetch(&RepoRef::main(REPO), &names(&[file]), None).await.unwrap();
+    fixture.assert_same_content(fetched.path(file).unwrap(), file);
+    assert_eq!(fixture.mirror.stats().get_requests(REPO, file), 1);
+    assert!(!marker.exists());
+
+    // A power cut before the sync that lost the bytes: the blob is fetched again.
+    std::fs::write(&blob, vec![0u8; 200_000]).unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    let fetched = fixture.hub().fetch(&RepoRef::main(REPO), &names(&[file]), None).await.unwrap();
+    fixture.assert_same_content(fetched.path(file).unwrap(), file);
+    assert_eq!(fixture.mirror.stats().get_requests(REPO, file), 2);
+}
+
+#[tokio::test]
 async fn fifty_concurrent_fetches_of_one_file_share_one_transfer() {
     let file = "model.bin";
     let fixture = Fixture::new(&[(file, 2 << 20)], Faults { bytes_per_second: Some(10_000_000), ..Faults::default() }).await;
@@ -244,7 +323,7 @@ fn write_lock(path: &Path, holder: &LockHolder) {
 async fn a_live_lock_of_another_process_makes_the_fetch_wait_for_its_blob() {
     let file = "model.bin";
     let fixture = Fixture::new(&[(file, 500_000)], Faults::default()).await;
-    let etag = fixture.sha256(file);
+    let etag = fixture.etag(file);
     let lock = fixture.blobs().join(format!("{etag}.lock"));
     write_lock(&lock, &LockHolder { pid: 1, host: "another-machine".into(), token: "theirs".into() });
     // The other process's heartbeat.
@@ -278,7 +357,7 @@ async fn stale_locks_are_taken_over() {
     let silent_elsewhere = LockHolder { pid: 1, host: "another-machine".into(), token: "silent".into() };
     for (holder, age) in [(dead_here, Duration::ZERO), (silent_elsewhere, Duration::from_secs(3600))] {
         let fixture = Fixture::new(&[(file, 100_000)], Faults::default()).await;
-        let lock = fixture.blobs().join(format!("{}.lock", fixture.sha256(file)));
+        let lock = fixture.blobs().join(format!("{}.lock", fixture.etag(file)));
         write_lock(&lock, &holder);
         let modified = SystemTime::now() - age;
         std::fs::OpenOptions::new().write(true).open(&lock).unwrap().set_modified(modified).unwrap();

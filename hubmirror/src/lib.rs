@@ -9,14 +9,22 @@
 //! - `GET /api/models/{org}/{name}` and `.../revision/{rev}`: repo info with `sha` and
 //!   `siblings` (file names and sizes), as the Hub's model API answers.
 //! - `GET|HEAD /{org}/{name}/resolve/{rev}/{path}`: a file, with `X-Repo-Commit`,
-//!   `ETag`/`X-Linked-Etag` (the sha256 of the content, as the Hub gives for LFS files),
-//!   `X-Linked-Size`, `Accept-Ranges` and single-range `Range` support.
+//!   `Accept-Ranges` and single-range `Range` support, identified as the Hub identifies
+//!   it: a regular file by `ETag: "<git blob id>"`; an LFS file by
+//!   `X-Linked-Etag: "<sha256>"` and `X-Linked-Size` (its plain `ETag` is the git blob id
+//!   of its LFS pointer). Which files are LFS is decided as the Hub does ([`lfs`]).
 //!
 //! `rev` may be `main` or the repo's commit id (derived from the files' hashes).
 //!
 //! [`Faults`] make it misbehave the ways real links and hubs do (errors, resets,
 //! truncation, stalls, corruption, slow links, redirects to a CDN), changeable while it
-//! runs with [`Mirror::set_faults`]; [`Stats`] records what clients asked for and got.
+//! runs with [`Mirror::set_faults`], or drawn at random per request ([`RandomFaults`]);
+//! [`Stats`] records what clients asked for and got, and every fault injected.
+
+mod chaos;
+pub mod lfs;
+
+pub use chaos::{Injected, RandomFaults};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,7 +43,6 @@ use axum::Router;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-
 /// One file of a served repo.
 #[derive(Clone, Debug)]
 pub struct RepoFile {
@@ -43,7 +50,23 @@ pub struct RepoFile {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+    /// The git blob id of the content (sha1 of `"blob {size}\0"` + content).
+    pub git_blob_id: String,
+    /// Whether the Hub would keep it in LFS ([`lfs::is_lfs`]).
+    pub lfs: bool,
     local: PathBuf,
+}
+
+impl RepoFile {
+    /// The file's identity as a client reads it (`X-Linked-Etag`, else `ETag`), which
+    /// names its blob in a Hugging Face cache: the sha256 for an LFS file, else the git blob id.
+    pub fn etag(&self) -> &str {
+        if self.lfs {
+            &self.sha256
+        } else {
+            &self.git_blob_id
+        }
+    }
 }
 
 /// A served repo: a directory whose files are the repo's files.
@@ -57,6 +80,10 @@ pub struct Repo {
 impl Repo {
     /// Scans `dir` recursively and hashes every file (blocking; call it off async threads).
     pub fn scan(id: &str, dir: &Path) -> anyhow::Result<Repo> {
+        let patterns = match std::fs::read_to_string(dir.join(".gitattributes")) {
+            Ok(text) => lfs::lfs_patterns(&text),
+            Err(_) => lfs::HUB_DEFAULT_LFS_PATTERNS.iter().map(|p| p.to_string()).collect(),
+        };
         let mut files = BTreeMap::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(current) = stack.pop() {
@@ -74,8 +101,10 @@ impl Repo {
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
                     .collect::<Vec<_>>()
                     .join("/");
-                let (size, sha256) = hash_file(&path)?;
-                files.insert(relative.clone(), RepoFile { path: relative, size, sha256, local: path });
+                let hashed = hash_file(&path)?;
+                let lfs = lfs::is_lfs(&relative, hashed.size, &hashed.sample, &patterns);
+                let (size, sha256, git_blob_id) = (hashed.size, hashed.sha256, hashed.git_blob_id);
+                files.insert(relative.clone(), RepoFile { path: relative, size, sha256, git_blob_id, lfs, local: path });
             }
         }
         if files.is_empty() {
@@ -92,21 +121,41 @@ impl Repo {
     }
 }
 
-fn hash_file(path: &Path) -> anyhow::Result<(u64, String)> {
+struct Hashed {
+    size: u64,
+    sha256: String,
+    git_blob_id: String,
+    /// The first bytes, for the binary check.
+    sample: Vec<u8>,
+}
+
+fn hash_file(path: &Path) -> anyhow::Result<Hashed> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
     let mut hasher = Sha256::new();
+    let mut blob_hasher = lfs::git_blob_hasher(size);
     let mut buffer = vec![0u8; 1 << 20];
-    let mut size = 0u64;
+    let mut sample = Vec::new();
+    let mut read = 0u64;
     loop {
         let n = file.read(&mut buffer)?;
         if n == 0 {
             break;
         }
-        size += n as u64;
+        read += n as u64;
         hasher.update(&buffer[..n]);
+        sha1::Digest::update(&mut blob_hasher, &buffer[..n]);
+        if sample.len() < lfs::BINARY_SAMPLE {
+            let take = (lfs::BINARY_SAMPLE - sample.len()).min(n);
+            sample.extend_from_slice(&buffer[..take]);
+        }
     }
-    Ok((size, hex::encode(hasher.finalize())))
+    if read != size {
+        bail!("{} changed while it was being read", path.display());
+    }
+    let git_blob_id = hex::encode(sha1::Digest::finalize(blob_hasher));
+    Ok(Hashed { size, sha256: hex::encode(hasher.finalize()), git_blob_id, sample })
 }
 
 /// An error status the mirror answers instead of a file.
@@ -153,6 +202,8 @@ pub struct Faults {
     /// Answer file requests with a 302 to the same path on this endpoint (as the Hub
     /// redirects LFS files to its CDN), with the file's identity headers.
     pub redirect_to: Option<String>,
+    /// Faults drawn at random for every file request (GET and HEAD), on top of the above.
+    pub random: Option<RandomFaults>,
 }
 
 /// What the mirror has served, for tests that count transfers.
@@ -169,6 +220,7 @@ pub struct Stats {
     most_bodies_open: AtomicU64,
     requests_open: AtomicU64,
     most_requests_open: AtomicU64,
+    injected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -229,6 +281,20 @@ impl Stats {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+
+    /// The random faults ([`Faults::random`]) injected so far, by kind ([`Injected::kind`]).
+    pub fn injected_faults(&self) -> BTreeMap<&'static str, u64> {
+        self.injected.lock().unwrap().clone()
+    }
+
+    /// All random faults injected so far.
+    pub fn total_injected_faults(&self) -> u64 {
+        self.injected.lock().unwrap().values().sum()
+    }
+
+    fn count_injected(&self, fault: &Injected) {
+        *self.injected.lock().unwrap().entry(fault.kind()).or_default() += 1;
+    }
 }
 
 struct Shared {
@@ -236,6 +302,8 @@ struct Shared {
     faults: Mutex<Faults>,
     /// GET file requests since the faults were last set, to apply `Faults::faulty_requests`.
     requests_since_faults: AtomicU64,
+    /// Draws the random faults.
+    dice: chaos::Dice,
     stats: Arc<Stats>,
 }
 
@@ -273,7 +341,11 @@ impl MirrorBuilder {
         })
         .await??;
         let stats = Arc::new(Stats::default());
-        let shared = Arc::new(Shared { repos, faults: Mutex::new(self.faults), requests_since_faults: AtomicU64::new(0), stats: stats.clone() });
+        let dice = chaos::Dice::default();
+        if let Some(random) = &self.faults.random {
+            dice.reseed(random.seed);
+        }
+        let shared = Arc::new(Shared { repos, faults: Mutex::new(self.faults), requests_since_faults: AtomicU64::new(0), dice, stats: stats.clone() });
         let app = Router::new()
             .route("/api/models/{org}/{name}", get(repo_info_main))
             .route("/api/models/{org}/{name}/revision/{rev}", get(repo_info))
@@ -323,6 +395,9 @@ impl Mirror {
     /// Changes the faults for requests from now on.
     pub fn set_faults(&self, faults: Faults) {
         let mut current = self.shared.faults.lock().unwrap();
+        if let Some(random) = &faults.random {
+            self.shared.dice.reseed(random.seed);
+        }
         *current = faults;
         self.shared.requests_since_faults.store(0, Ordering::Relaxed);
     }
@@ -376,7 +451,14 @@ async fn repo_info(
     let siblings: Vec<_> = repo
         .files
         .values()
-        .map(|f| serde_json::json!({ "rfilename": f.path, "size": f.size, "lfs": { "sha256": f.sha256, "size": f.size } }))
+        .map(|f| {
+            // As the Hub lists them: only LFS files carry an `lfs` object.
+            let mut sibling = serde_json::json!({ "rfilename": f.path, "size": f.size, "blobId": f.git_blob_id });
+            if f.lfs {
+                sibling["lfs"] = serde_json::json!({ "sha256": f.sha256, "size": f.size });
+            }
+            sibling
+        })
         .collect();
     axum::Json(serde_json::json!({ "id": repo.id, "modelId": repo.id, "sha": repo.commit, "siblings": siblings }))
         .into_response()
@@ -416,11 +498,15 @@ async fn resolve(
         tokio::time::sleep(faults.response_delay).await;
     }
     let identity = |builder: axum::http::response::Builder| {
-        builder
-            .header(header::ETAG, format!("\"{}\"", file.sha256))
-            .header("x-linked-etag", format!("\"{}\"", file.sha256))
-            .header("x-linked-size", file.size)
-            .header("x-repo-commit", &repo.commit)
+        let builder = builder.header("x-repo-commit", &repo.commit);
+        if file.lfs {
+            builder
+                .header(header::ETAG, format!("\"{}\"", lfs::pointer_blob_id(&file.sha256, file.size)))
+                .header("x-linked-etag", format!("\"{}\"", file.sha256))
+                .header("x-linked-size", file.size)
+        } else {
+            builder.header(header::ETAG, format!("\"{}\"", file.git_blob_id))
+        }
     };
     if let Some(target) = &faults.redirect_to {
         let location = format!("{}/{org}/{name}/resolve/{}/{path}", target.trim_end_matches('/'), rev.replace('/', "%2F"));
@@ -466,6 +552,27 @@ async fn resolve(
         }
     };
     let length = if file.size == 0 { 0 } else { end - start + 1 };
+    let drawn = faults.random.as_ref().and_then(|random| chaos::draw(random, &shared.dice, (method == Method::GET).then_some(length)));
+    if let Some(fault) = &drawn {
+        shared.stats.count_injected(fault);
+    }
+    let random_retry_after = faults.random.as_ref().map_or(1, |r| r.retry_after_secs);
+    match drawn {
+        Some(Injected::ServerError { code }) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return hub_error(status, "InjectedFault", format!("injected HTTP {code}"));
+        }
+        Some(Injected::TooManyRequests) => {
+            let mut response = hub_error(StatusCode::TOO_MANY_REQUESTS, "InjectedFault", "injected HTTP 429".into());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(random_retry_after));
+            return response;
+        }
+        _ => {}
+    }
+    let truncate_after = match drawn {
+        Some(Injected::Truncate { after }) => Some(after),
+        _ => faults.truncate_after_bytes.filter(|_| faulty),
+    };
     let mut builder = identity(
         Response::builder()
             .status(status)
@@ -473,7 +580,7 @@ async fn resolve(
             // cleanly and every byte sent reaches the client (an early end against a longer
             // Content-Length lets the server drop unflushed bytes, which made "resumed, not
             // restarted" depend on timing); the client still sees fewer bytes than it asked for.
-            .header(header::CONTENT_LENGTH, faults.truncate_after_bytes.filter(|_| faulty).map_or(length, |limit| limit.min(length)))
+            .header(header::CONTENT_LENGTH, truncate_after.map_or(length, |limit| limit.min(length)))
             .header(header::ACCEPT_RANGES, "bytes"),
     );
     if status == StatusCode::PARTIAL_CONTENT {
@@ -489,11 +596,21 @@ async fn resolve(
     if let Err(error) = handle.seek(std::io::SeekFrom::Start(start)).await {
         return hub_error(StatusCode::INTERNAL_SERVER_ERROR, "IoError", error.to_string());
     }
+    let random_stall = faults.random.as_ref().map_or(Duration::ZERO, |r| r.stall);
     let body = BodyFaults {
-        reset_after: faults.reset_after_bytes.filter(|_| faulty),
-        truncate_after: faults.truncate_after_bytes.filter(|_| faulty),
-        stall: faults.stall.clone().filter(|_| faulty),
-        flip_byte: faults.flip_byte && faulty,
+        reset_after: match drawn {
+            Some(Injected::Reset { after }) => Some(after),
+            _ => faults.reset_after_bytes.filter(|_| faulty),
+        },
+        truncate_after,
+        stall: match drawn {
+            Some(Injected::Stall { after }) => Some(Stall { after_bytes: after, duration: random_stall }),
+            _ => faults.stall.clone().filter(|_| faulty),
+        },
+        flip_at: match drawn {
+            Some(Injected::FlipByte { at }) => Some(at),
+            _ => (faults.flip_byte && faulty).then_some(0),
+        },
         bytes_per_second: faults.bytes_per_second,
     };
     builder.body(Body::from_stream(body_stream(handle, length, body, shared.stats.clone(), key))).unwrap()
@@ -504,7 +621,8 @@ struct BodyFaults {
     reset_after: Option<u64>,
     truncate_after: Option<u64>,
     stall: Option<Stall>,
-    flip_byte: bool,
+    /// The body byte to invert.
+    flip_at: Option<u64>,
     bytes_per_second: Option<u64>,
 }
 
@@ -594,8 +712,8 @@ fn body_stream(
             state.done = true;
             return Some((Err(error), state));
         }
-        if state.faults.flip_byte && state.sent == 0 {
-            buffer[0] ^= 0xff;
+        if let Some(at) = state.faults.flip_at.filter(|&at| at >= state.sent && at < state.sent + want as u64) {
+            buffer[(at - state.sent) as usize] ^= 0xff;
         }
         state.sent += want as u64;
         state.remaining -= want as u64;

@@ -378,6 +378,8 @@ async fn pull(host: &Host, target: &str, files: Vec<String>, revision: String) -
         vec![(RepoRef { repo: target.to_string(), revision }, files)]
     };
     let fetched = host.registry().hub().fetch_from_repos(&parts, Some(progress_bars())).await?;
+    // A pull ends with its files on disk, not only in the page cache.
+    host.registry().hub().wait_until_synced().await;
     let RepoRef { repo, revision } = &fetched.repo;
     let count: usize = parts.iter().map(|(_, files)| files.len()).sum();
     eprintln!("{target}: {count} files, {} bytes in the cache ({repo}@{revision})", fetched.total_bytes());

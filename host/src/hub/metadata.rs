@@ -28,11 +28,6 @@ pub struct Remote {
     pub accepts_ranges: bool,
 }
 
-/// True when `etag` is a sha256 (LFS files), which the content can be checked against.
-pub fn is_sha256(etag: &str) -> bool {
-    etag.len() == 64 && etag.chars().all(|c| c.is_ascii_hexdigit())
-}
-
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

@@ -6,14 +6,15 @@
 //! nothing blocks the runtime's threads (writes, hashing, fsync and moves run on the
 //! blocking pool). Transient failures are retried with backoff, stalled connections
 //! restarted, and partial downloads resumed, within a process and after a restart.
-//! A file enters the cache only complete and verified (size, and sha256 where the Hub's
-//! ETag is one), by atomic rename. Many callers asking for one file share one transfer
+//! A file enters the cache only complete and verified (size, and the sha256 or git blob
+//! id that the Hub's ETag is), by atomic rename, and is synced to disk in the background. Many callers asking for one file share one transfer
 //! (single flight, in-process by a map of transfers, across processes by lock files),
 //! and a transfer outlives a caller that stops waiting for it.
 
 mod cache;
 mod config;
 mod download;
+mod durable;
 mod listing;
 mod lock;
 mod metadata;
@@ -22,8 +23,9 @@ mod progress;
 mod ranges;
 mod retry;
 mod transfer;
+mod verify;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -43,8 +45,9 @@ pub enum HubError {
     NotCachedOffline { repo: String, revision: String, file: String, cache: String },
     #[error("{url}: {message}")]
     Http { url: String, message: String },
-    #[error("{file}: downloaded bytes failed verification: {message}")]
-    Verification { file: String, message: String },
+    /// The bytes did not match the Hub's ETag (sha256 or git blob id) after `attempts` downloads.
+    #[error("{file}: downloaded bytes failed verification {attempts} times: {message}")]
+    Verification { file: String, message: String, attempts: u32 },
     #[error("cache I/O on {path}: {message}")]
     Io { path: String, message: String },
 }
@@ -52,6 +55,14 @@ pub enum HubError {
 impl HubError {
     fn io(path: &Path, error: impl std::fmt::Display) -> Self {
         HubError::Io { path: path.display().to_string(), message: error.to_string() }
+    }
+
+    /// The error of the last of `tries` failed tries, saying how many there were.
+    fn after_tries(self, tries: u32) -> Self {
+        match self {
+            HubError::Http { url, message } => HubError::Http { url, message: format!("{message} (gave up after {tries} tries)") },
+            other => other,
+        }
     }
 }
 
@@ -181,6 +192,10 @@ struct HubInner {
     files: Semaphore,
     /// Bounds the connections open at once, across all files and their parts.
     connections: Semaphore,
+    /// Blobs this process verified and is syncing to disk in the background.
+    syncing: Mutex<HashSet<PathBuf>>,
+    /// Those syncs, for [`Hub::wait_until_synced`].
+    pending_syncs: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Hub {
@@ -196,7 +211,9 @@ impl Hub {
         let files = Semaphore::new(config.max_concurrent_files.max(1));
         let connections = Semaphore::new(config.max_connections.max(1));
         let in_flight = Mutex::new(HashMap::new());
-        Ok(Hub { inner: Arc::new(HubInner { config, client, metadata_client, in_flight, files, connections }) })
+        let (syncing, pending_syncs) = (Mutex::new(HashSet::new()), Mutex::new(Vec::new()));
+        let inner = HubInner { config, client, metadata_client, in_flight, files, connections, syncing, pending_syncs };
+        Ok(Hub { inner: Arc::new(inner) })
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -303,11 +320,13 @@ impl Hub {
     ) -> Result<PathBuf, HubError> {
         let cache = self.repo_cache(&repo.repo);
         if let Some(path) = cache.cached_file(&repo.revision, file) {
-            if let Some(progress) = &progress {
-                let size = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
-                progress.report(label, size.unwrap_or(0), size, true);
+            if durable::trusted(self, &path).await? {
+                if let Some(progress) = &progress {
+                    let size = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
+                    progress.report(label, size.unwrap_or(0), size, true);
+                }
+                return Ok(path);
             }
-            return Ok(path);
         }
         if self.inner.config.offline {
             return Err(HubError::NotCachedOffline {

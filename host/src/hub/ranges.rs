@@ -32,14 +32,19 @@ pub struct PartsRecord {
     pub parts: Vec<Part>,
 }
 
-/// The ranges a file of `size` bytes downloads as: one, up to `threshold` bytes; else
-/// about two per connection (so a slow connection's range does not hold up the end for
-/// long), none smaller than `min_part`.
+/// Most ranges one file is split into (bounds the sidecar and the requests).
+const MAX_PARTS: u64 = 256;
+
+/// The ranges a file of `size` bytes downloads as: one, up to `threshold` bytes; else at
+/// least two per connection (so a slow connection's range does not hold up the end for
+/// long), each of about `min_part` bytes where that gives more. Connections take them in
+/// file order, so small ranges keep the file's written prefix, which the hasher follows,
+/// close behind the newest bytes.
 pub fn plan(size: u64, threshold: u64, min_part: u64, connections: usize) -> Vec<Part> {
     if size <= threshold || size == 0 {
         return vec![Part { start: 0, end: size, done: 0 }];
     }
-    let wanted_parts = (connections.max(1) as u64) * 2;
+    let wanted_parts = ((connections.max(1) as u64) * 2).max(size / min_part.max(1)).min(MAX_PARTS);
     let part_size = size.div_ceil(wanted_parts).max(min_part.max(1));
     (0..size)
         .step_by(part_size as usize)
@@ -96,7 +101,8 @@ mod tests {
         let record = PartsRecord { etag: "e".into(), size, parts };
         assert!(record.is_consistent());
         let big = plan(1 << 30, 64 << 20, 16 << 20, 8);
-        assert_eq!(big.len(), 16);
+        assert_eq!(big.len(), 64);
+        assert!(big.iter().all(|p| p.len() == 16 << 20));
         assert_eq!(big.last().unwrap().end, 1 << 30);
     }
 

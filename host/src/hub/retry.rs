@@ -22,10 +22,20 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Tries of one request or byte range in all, progress or not, per try the policy allows
+/// without progress.
+const MOST_TRIES_PER_ATTEMPT: u32 = 8;
+
 /// The longest `Retry-After` obeyed, so a confused server cannot park a download for hours.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl RetryPolicy {
+    /// The most tries of one byte range in all, progress or not: a link that delivers a
+    /// little before every drop keeps a download going, but not for ever.
+    pub fn most_tries(&self) -> u32 {
+        self.attempts.max(1).saturating_mul(MOST_TRIES_PER_ATTEMPT)
+    }
+
     /// The wait before retry number `retry` (1 for the first retry): a random point in the
     /// upper half of the exponential step (so clients that failed together spread out),
     /// or the server's `Retry-After` if that is longer.
@@ -110,7 +120,7 @@ where
             Err(Failure::Transient { error, retry_after }) => {
                 failures += 1;
                 if failures >= policy.attempts.max(1) {
-                    return Err(error);
+                    return Err(error.after_tries(failures));
                 }
                 let delay = policy.delay(failures, retry_after);
                 tracing::debug!(%error, ?delay, failures, "transient failure; retrying");

@@ -2,27 +2,38 @@
 //! parallel (one connection each, bounded by the hub's connection semaphore), each
 //! written at its offset with positioned writes on the blocking pool, resumed from the
 //! sidecar and after every dropped, truncated or stalled connection.
+//!
+//! Every byte is hashed while the file downloads, on a blocking thread of its own that
+//! follows the file's written prefix in order ([`hash_in_order`]): the bytes of the first
+//! range as they land, the later ranges as soon as everything before them is on disk,
+//! read back from the page cache. Ranges are small and handed to connections in file
+//! order, so that prefix advances steadily and little is left to hash when the last
+//! byte arrives; the runtime's threads never write or hash.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::metadata::{self, is_sha256, Remote};
+use super::metadata::{self, Remote};
 use super::ranges::{self, Part, PartsRecord};
 use super::retry::{self, Failure};
+use super::verify::{ContentHasher, DigestKind};
 use super::{FileProgress, Hub, HubError, RepoRef};
 
 /// Bytes gathered from the network before one positioned write.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes read back and hashed at a time.
+const HASH_BLOCK: usize = 2 << 20;
+/// Longest the hasher sleeps without being woken (a safety net; writes wake it).
+const HASH_POLL: Duration = Duration::from_millis(50);
 /// Longest a received byte waits in the buffer: on slow links progress and the
 /// sidecar still move several times a second.
 const WRITE_AT_LEAST_EVERY: Duration = Duration::from_millis(200);
@@ -35,8 +46,23 @@ const SIDECAR_EVERY: Duration = Duration::from_millis(500);
 pub struct Transferred {
     /// Bytes of the file.
     pub length: u64,
-    /// Its sha256, when the ETag is one (computed while streaming or from the file).
-    pub sha256: Option<String>,
+    /// Its digest, of the kind the ETag is (computed while the bytes arrived).
+    pub digest: String,
+    /// The byte ranges it was fetched as.
+    pub parts: Vec<Part>,
+}
+
+/// What the hasher is told by the writers.
+#[derive(Default)]
+struct Signal {
+    /// Completed writes so far (a change means the written prefix may have grown).
+    writes: u64,
+    /// Times a range went back to its start (the server ignored a Range): hash again from 0.
+    restarts: u64,
+    /// The transfer ended: hash what is there and stop.
+    finished: bool,
+    /// The transfer failed: stop without a digest.
+    aborted: bool,
 }
 
 /// State the part tasks of one file share.
@@ -50,11 +76,29 @@ struct Shared {
     parts: Vec<Part>,
     /// Bytes of each part on disk; only grows after a write completed.
     done: Vec<AtomicU64>,
+    signal: Mutex<Signal>,
+    wake: Condvar,
 }
 
 impl Shared {
     fn bytes_done(&self) -> u64 {
         self.done.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The end of the bytes on disk from the start of the file without a gap.
+    fn written_prefix(&self) -> u64 {
+        for (part, done) in self.parts.iter().zip(&self.done) {
+            let done = done.load(Ordering::Acquire);
+            if part.end == u64::MAX || done < part.len() {
+                return part.start + done;
+            }
+        }
+        self.parts.last().map_or(0, |p| p.end)
+    }
+
+    fn tell_hasher(&self, change: impl FnOnce(&mut Signal)) {
+        change(&mut self.signal.lock().unwrap());
+        self.wake.notify_all();
     }
 
     fn record(&self, etag: &str, size: u64) -> PartsRecord {
@@ -68,12 +112,15 @@ impl Shared {
     }
 }
 
-/// Downloads `remote` into `incomplete`, resuming from `sidecar` when it matches.
+/// Downloads `remote` into `incomplete`, resuming from `sidecar` when it matches, and
+/// hashes it (as `kind`) on the way.
+#[allow(clippy::too_many_arguments)]
 pub async fn transfer(
     hub: &Hub,
     repo: &RepoRef,
     file_name: &str,
     remote: &Remote,
+    kind: DigestKind,
     incomplete: &Path,
     sidecar: &Path,
     progress: &watch::Sender<FileProgress>,
@@ -106,9 +153,17 @@ pub async fn transfer(
 
     let (path, size, fresh) = (incomplete.to_path_buf(), remote.size, resumed.is_none());
     let file = super::blocking_io(incomplete, move || {
+        if fresh {
+            // A new file rather than a truncated one: ext4 flushes a file that was
+            // truncated to zero and rewritten when it is closed (`auto_da_alloc`), which
+            // would write the whole blob out at once, wherever the close happens.
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         if fresh {
-            file.set_len(0)?;
             if let Some(size) = size {
                 // Reserve the whole length so every part can write at its offset.
                 file.set_len(size)?;
@@ -127,17 +182,20 @@ pub async fn transfer(
         file: Arc::new(file),
         done: parts.iter().map(|p| AtomicU64::new(p.done)).collect(),
         parts,
+        signal: Mutex::new(Signal::default()),
+        wake: Condvar::new(),
     });
-    // A whole file streamed from byte 0 in order is hashed as it arrives (on the blocking
-    // pool, with each write); anything else is hashed from disk at the end.
-    let stream_hash = is_sha256(&remote.etag) && shared.parts.len() == 1 && shared.parts[0].done == 0;
+    let hashing = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || hash_in_order(&shared, kind))
+    };
 
+    // Parts start in file order (the connection semaphore is fair), which keeps the
+    // written prefix, and so the hasher, moving.
     let mut tasks = JoinSet::new();
     for index in 0..shared.parts.len() {
-        let hasher = stream_hash.then(Sha256::new);
-        tasks.spawn(fetch_part(shared.clone(), index, hasher));
+        tasks.spawn(fetch_part(shared.clone(), index));
     }
-    let mut streamed_hasher = None;
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     let mut last_saved = Instant::now();
     let save_sidecar = |shared: &Arc<Shared>| {
@@ -154,20 +212,19 @@ pub async fn transfer(
     };
     loop {
         tokio::select! {
-            joined = tasks.join_next() => match joined {
-                None => break,
-                Some(Ok(Ok(hasher))) => streamed_hasher = streamed_hasher.or(hasher),
-                Some(Ok(Err(error))) => {
-                    tasks.abort_all();
-                    save_sidecar(&shared).await;
-                    return Err(error);
-                }
-                Some(Err(join_error)) => {
-                    tasks.abort_all();
-                    save_sidecar(&shared).await;
-                    return Err(HubError::io(incomplete, join_error));
-                }
-            },
+            joined = tasks.join_next() => {
+                let error = match joined {
+                    None => break,
+                    Some(Ok(Ok(()))) => continue,
+                    Some(Ok(Err(error))) => error,
+                    Some(Err(join_error)) => HubError::io(incomplete, join_error),
+                };
+                tasks.abort_all();
+                shared.tell_hasher(|signal| signal.aborted = true);
+                save_sidecar(&shared).await;
+                let _ = hashing.await;
+                return Err(error);
+            }
             _ = ticker.tick() => {
                 let done = shared.bytes_done();
                 progress.send_if_modified(|state| std::mem::replace(&mut state.bytes_done, done) != done);
@@ -180,58 +237,91 @@ pub async fn transfer(
     }
     let length = shared.bytes_done();
     progress.send_modify(|state| state.bytes_done = length);
-
-    let (file, path, want_hash) = (shared.file.clone(), incomplete.to_path_buf(), is_sha256(&remote.etag));
-    let sha256 = super::blocking_io(incomplete, move || {
-        file.sync_all()?;
-        Ok(match streamed_hasher {
-            Some(hasher) => Some(hex::encode(hasher.finalize())),
-            None if want_hash => Some(hash_file(&path)?),
-            None => None,
-        })
-    })
-    .await?;
-    Ok(Transferred { length, sha256 })
+    shared.tell_hasher(|signal| signal.finished = true);
+    let hashed = hashing.await.map_err(|e| HubError::io(incomplete, e))?.map_err(|e| HubError::io(incomplete, e))?;
+    let (digest, hashed_length) =
+        hashed.ok_or_else(|| HubError::io(incomplete, "the hasher stopped before the end of the file"))?;
+    if hashed_length != length {
+        let message = format!("hashed {hashed_length} bytes of {length}");
+        return Err(HubError::io(incomplete, message));
+    }
+    let parts = shared.parts.iter().zip(&shared.done).map(|(p, d)| Part { done: d.load(Ordering::Relaxed), ..p.clone() });
+    let parts = parts.collect();
+    // The last handle to the file closes on the blocking pool: a close may wait on the
+    // filesystem, and this is a runtime thread.
+    tokio::task::spawn_blocking(move || drop(shared));
+    Ok(Transferred { length, digest, parts })
 }
 
-/// The sha256 of a file, read in large blocks (blocking; call on the blocking pool).
-fn hash_file(path: &PathBuf) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 4 << 20];
+/// Hashes the file in order as its written prefix grows, until the transfer finishes
+/// (blocking: runs on a thread of the blocking pool). Returns the digest and the bytes
+/// hashed, or `None` if the transfer was aborted.
+fn hash_in_order(shared: &Shared, kind: DigestKind) -> std::io::Result<Option<(String, u64)>> {
+    let mut buffer = vec![0u8; HASH_BLOCK];
+    let mut position = 0u64;
+    let mut hasher = None;
+    let mut restarts_seen = 0;
     loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
+        let (writes, finished) = {
+            let signal = shared.signal.lock().unwrap();
+            if signal.aborted {
+                return Ok(None);
+            }
+            if signal.restarts != restarts_seen {
+                (restarts_seen, position, hasher) = (signal.restarts, 0, None);
+            }
+            (signal.writes, signal.finished)
+        };
+        let available = shared.written_prefix();
+        // A git blob id starts with the size, so an unknown size waits for the end.
+        let size = shared.size.or(finished.then_some(available));
+        if hasher.is_none() {
+            hasher = size.map(|size| ContentHasher::new(kind, size));
         }
-        hasher.update(&buffer[..n]);
+        if let Some(hasher) = hasher.as_mut().filter(|_| available > position) {
+            let n = buffer.len().min((available - position) as usize);
+            shared.file.read_exact_at(&mut buffer[..n], position)?;
+            hasher.update(&buffer[..n]);
+            position += n as u64;
+            continue;
+        }
+        if finished {
+            return Ok(hasher.map(|h| (h.finish(), position)));
+        }
+        let signal = shared.signal.lock().unwrap();
+        if signal.writes == writes && !signal.finished && !signal.aborted {
+            drop(shared.wake.wait_timeout(signal, HASH_POLL).unwrap());
+        }
     }
 }
 
 /// Brings one part to completion, retrying transient failures with backoff. A try that
-/// moved bytes resets the count, so a long download on a flaky link keeps going.
-async fn fetch_part(shared: Arc<Shared>, index: usize, mut hasher: Option<Sha256>) -> Result<Option<Sha256>, HubError> {
+/// moved bytes resets the count, so a long download on a flaky link keeps going; the
+/// tries of one part are still capped ([`super::RetryPolicy::most_tries`]), so a link
+/// that delivers a trickle before every drop cannot keep it going for ever.
+async fn fetch_part(shared: Arc<Shared>, index: usize) -> Result<(), HubError> {
     let policy = shared.hub.config().retry.clone();
     let mut failures = 0;
+    let mut tries = 0;
     loop {
         let before = shared.done[index].load(Ordering::Relaxed);
         if shared.size.is_some() && before >= shared.parts[index].len() {
-            return Ok(hasher);
+            return Ok(());
         }
         let permit = shared.hub.inner.connections.acquire().await.map_err(|e| HubError::io(Path::new(&shared.url), e))?;
-        let outcome = stream_range(&shared, index, &mut hasher).await;
+        let outcome = stream_range(&shared, index).await;
         drop(permit);
+        tries += 1;
         match outcome {
-            Ok(()) => return Ok(hasher),
+            Ok(()) => return Ok(()),
             Err(Failure::Permanent(error)) => return Err(error),
             Err(Failure::Transient { error, retry_after }) => {
                 if shared.done[index].load(Ordering::Relaxed) > before {
                     failures = 0;
                 }
                 failures += 1;
-                if failures >= policy.attempts.max(1) {
-                    return Err(error);
+                if failures >= policy.attempts.max(1) || tries >= policy.most_tries() {
+                    return Err(error.after_tries(tries));
                 }
                 let delay = policy.delay(failures, retry_after);
                 tracing::debug!(file = %shared.file_name, part = index, %error, ?delay, "retrying a byte range");
@@ -241,34 +331,32 @@ async fn fetch_part(shared: Arc<Shared>, index: usize, mut hasher: Option<Sha256
     }
 }
 
-/// Writes `buffer` at the part's current end, on the blocking pool, then counts it.
-async fn write_out(shared: &Shared, index: usize, buffer: Vec<u8>, hasher: &mut Option<Sha256>) -> Result<Vec<u8>, Failure> {
+/// Writes `buffer` at the part's current end, on the blocking pool, then counts it and
+/// wakes the hasher.
+async fn write_out(shared: &Shared, index: usize, buffer: Vec<u8>) -> Result<Vec<u8>, Failure> {
     if buffer.is_empty() {
         return Ok(buffer);
     }
     let position = shared.parts[index].start + shared.done[index].load(Ordering::Relaxed);
-    let (file, mut running_hash) = (shared.file.clone(), hasher.take());
+    let file = shared.file.clone();
     let written = tokio::task::spawn_blocking(move || {
         file.write_all_at(&buffer, position)?;
-        if let Some(running_hash) = running_hash.as_mut() {
-            running_hash.update(&buffer);
-        }
         let length = buffer.len() as u64;
         let mut buffer = buffer;
         buffer.clear();
-        Ok::<_, std::io::Error>((buffer, running_hash, length))
+        Ok::<_, std::io::Error>((buffer, length))
     })
     .await;
     let io_error = |message: String| Failure::Permanent(HubError::Io { path: shared.file_name.clone(), message });
-    let (buffer, running_hash, length) = written.map_err(|e| io_error(e.to_string()))?.map_err(|e| io_error(e.to_string()))?;
-    *hasher = running_hash;
-    shared.done[index].fetch_add(length, Ordering::Relaxed);
+    let (buffer, length) = written.map_err(|e| io_error(e.to_string()))?.map_err(|e| io_error(e.to_string()))?;
+    shared.done[index].fetch_add(length, Ordering::Release);
+    shared.tell_hasher(|signal| signal.writes += 1);
     Ok(buffer)
 }
 
 /// One GET for the missing bytes of one part, streamed to disk. Whatever arrived before
 /// a failure is kept, so the next try asks only for the rest.
-async fn stream_range(shared: &Shared, index: usize, hasher: &mut Option<Sha256>) -> Result<(), Failure> {
+async fn stream_range(shared: &Shared, index: usize) -> Result<(), Failure> {
     let config = shared.hub.config();
     let url = shared.url.as_str();
     let part = &shared.parts[index];
@@ -302,10 +390,8 @@ async fn stream_range(shared: &Shared, index: usize, hasher: &mut Option<Sha256>
         StatusCode::OK if offset == 0 => {}
         StatusCode::OK if shared.parts.len() == 1 => {
             // The server ignored the range: the whole file is coming again from byte 0.
-            shared.done[index].store(0, Ordering::Relaxed);
-            if hasher.is_some() {
-                *hasher = Some(Sha256::new());
-            }
+            shared.done[index].store(0, Ordering::Release);
+            shared.tell_hasher(|signal| signal.restarts += 1);
         }
         StatusCode::OK => {
             let message = "the server ignored a Range request, so the file cannot download in parts".to_string();
@@ -346,13 +432,13 @@ async fn stream_range(shared: &Shared, index: usize, hasher: &mut Option<Sha256>
                 received += chunk.len() as u64;
                 buffer.extend_from_slice(&chunk);
                 if buffer.len() >= WRITE_BUFFER || last_write.elapsed() >= WRITE_AT_LEAST_EVERY {
-                    buffer = write_out(shared, index, buffer, hasher).await?;
+                    buffer = write_out(shared, index, buffer).await?;
                     last_write = Instant::now();
                 }
             }
         }
     };
     // Keep what arrived, even before a failure: the retry resumes after it.
-    write_out(shared, index, buffer, hasher).await?;
+    write_out(shared, index, buffer).await?;
     outcome
 }
