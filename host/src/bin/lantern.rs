@@ -30,6 +30,10 @@ struct Cli {
     /// $XDG_CONFIG_HOME/lantern/catalog.toml (~/.config/lantern/catalog.toml) when it exists.
     #[arg(long, global = true, value_name = "FILE", env = "LANTERN_CATALOG")]
     catalog: Option<PathBuf>,
+    /// Where models run: cpu, cuda (= cuda:0), cuda:N, or auto (the first CUDA device
+    /// when this build has the `cuda` feature and one answers, else the CPU).
+    #[arg(long, global = true, value_name = "DEVICE", env = "LANTERN_DEVICE", default_value = "auto")]
+    device: lantern::DeviceChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -390,7 +394,7 @@ async fn main() -> ExitCode {
         if let Some(path) = catalog_file(cli.catalog) {
             catalog = catalog.with_file(&path)?;
         }
-        let builder = Host::builder().catalog(catalog);
+        let builder = Host::builder().catalog(catalog).device(cli.device);
         let host = match cli.command {
             Command::Run(_) => builder.observer(activity_bars()).build()?,
             _ => builder.build()?,
