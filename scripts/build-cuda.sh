@@ -4,7 +4,9 @@
 # wheels, installed into a local venv (.cuda/venv, gitignored).
 #
 #   scripts/build-cuda.sh              build (release, --features cuda)
-#   scripts/build-cuda.sh --pack DIR   build, then pack what scripts/gpu-check.sh needs into DIR
+#   scripts/build-cuda.sh --pack DIR [--with-cuda-libs]
+#                                      build, then pack what scripts/gpu-check.sh needs into DIR
+#                                      and DIR.tar.xz (see scripts/pack-gpu-check.sh)
 #
 # Settings (environment):
 #   CUDA_COMPUTE_CAP  GPU architecture the kernels are compiled for (default 90: H100/H200).
@@ -20,8 +22,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 pack_dir=""
+pack_libs=""
 if [[ "${1:-}" == "--pack" ]]; then
   pack_dir="${2:?--pack needs a folder}"
+  pack_libs="${3:-}"
 fi
 
 wheels=(
@@ -70,5 +74,5 @@ cargo build --release --locked -p lantern --features cuda --bins --tests --bench
 echo "cuda build took $(( $(date +%s) - started )) s"
 
 if [[ -n "$pack_dir" ]]; then
-  scripts/pack-gpu-check.sh "$pack_dir" "$cuda_home"
+  scripts/pack-gpu-check.sh "$pack_dir" $pack_libs
 fi
