@@ -51,17 +51,20 @@ done
 # `dynamic-linking`, so the link needs the driver's symbols: a stub exporting every
 # driver function cudarc declares stands in for it (as the toolkit's lib/stubs does);
 # at run time the real libcuda.so.1 of the GPU machine's driver is loaded instead.
+# Every stub function returns CUDA_ERROR_NO_DEVICE (100), so with the stub on
+# LD_LIBRARY_PATH the cuda binaries also start here and take their no-GPU paths.
 stubs="$cuda_home/lib/stubs"
-if [[ ! -f "$stubs/libcuda.so" ]]; then
+if [[ ! -f "$stubs/libcuda.so.1" ]]; then
   mkdir -p "$stubs"
   cudarc="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | sort -V | tail -1)"
   if [[ -z "$cudarc" ]]; then
     cargo fetch --locked --quiet
     cudarc="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | sort -V | tail -1)"
   fi
-  grep -oE '^pub unsafe fn cu[A-Za-z0-9_]+' "$cudarc/src/driver/sys/mod.rs" | awk '{print "void " $4 "(void) {}"}' | sort -u \
+  grep -oE '^pub unsafe fn cu[A-Za-z0-9_]+' "$cudarc/src/driver/sys/mod.rs" | awk '{print "int " $4 "(void) { return 100; }"}' | sort -u \
     > "$stubs/libcuda_stub.c"
   cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stubs/libcuda.so" "$stubs/libcuda_stub.c"
+  ln -sf libcuda.so "$stubs/libcuda.so.1"
 fi
 
 export CUDA_HOME="$cuda_home"

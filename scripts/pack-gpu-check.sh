@@ -21,8 +21,10 @@ pack="$(cd "$pack" && pwd)"
 rm -rf "$pack/bin" "$pack/lib" "$pack/guests" "$pack/tests" "$pack/.models"
 mkdir -p "$pack/bin" "$pack/guests/target/wasm32-wasip2/release" "$pack/tests/fixtures" "$pack/.models"
 
-# The executables of the cuda build, from cargo's own record of what it built (a no-op build).
-cargo build --release --locked -p lantern --features cuda --bins --tests --benches --message-format=json 2>/dev/null |
+# The executables of the cuda build, from cargo's own record of what it built (a no-op
+# build after build-cuda.sh; only the four packed targets are asked for).
+cargo build --release --locked -p lantern --features cuda --bin lantern --test gpu --bench embeddings --bench generation \
+  --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys, shutil
 wanted = {("test", "gpu"), ("bench", "embeddings"), ("bench", "generation"), ("bin", "lantern")}
@@ -57,4 +59,5 @@ if [[ "$with_libs" == "--with-cuda-libs" ]]; then
 fi
 
 tar -C "$(dirname "$pack")" -cf - "$(basename "$pack")" | xz -T0 -6 > "$pack.tar.xz"
-du -sh "$pack" "$pack/bin"/* "$pack.tar.xz"
+du -sh "$pack" "$pack.tar.xz"
+ls -la "$pack/bin"
