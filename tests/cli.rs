@@ -120,3 +120,25 @@ async fn a_catalog_file_adds_models_and_its_errors_name_the_line() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains(&format!("{catalog_arg} line 3: unknown family \"unet\"")), "{stderr}");
 }
+
+/// `--device`: a misspelling is a usage error; cuda in a build without the feature names
+/// the feature; auto falls back to the CPU and the command works.
+#[tokio::test]
+async fn device_choices_are_checked_and_cuda_needs_the_feature() {
+    let home = tempfile::tempdir().unwrap();
+    let output = lantern(&["--device", "gpu0", "models"], "http://127.0.0.1:9", home.path()).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("expected cpu, cuda, cuda:N or auto"), "{stderr}");
+
+    let output = lantern(&["--device", "auto", "models"], "http://127.0.0.1:9", home.path()).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    if !lantern::device::CUDA_BUILT {
+        let output = lantern(&["--device", "cuda:1", "models"], "http://127.0.0.1:9", home.path()).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("cuda:1 needs a build with the `cuda` feature"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -21,8 +21,9 @@ const SENTENCES: usize = 256;
 const GUESTS: usize = 16;
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
 
+/// The source tree, or a packed copy of what the bench reads (LANTERN_ROOT, scripts/gpu-check.sh).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    std::env::var_os("LANTERN_ROOT").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf())
 }
 
 /// 256 distinct sentences of 16 to 23 words (about 20 to 30 tokens).
@@ -95,7 +96,8 @@ fn main() {
             .unwrap();
         let cache = tempfile::tempdir().unwrap();
         let config = HubConfig { endpoint: mirror.endpoint(), cache_dir: cache.path().to_path_buf(), token: None, offline: false, ..HubConfig::from_env() };
-        let host = Host::builder().hub_config(config).build().unwrap();
+        // LANTERN_DEVICE (default cpu) picks where the model runs: scripts/gpu-check.sh sets cuda.
+    let host = Host::builder().hub_config(config).device(lantern::DeviceChoice::from_env().unwrap()).build().unwrap();
         let plugin = host.load_plugin(&wasm).unwrap();
         let model = host.registry().text_embedder(MINILM, None).await.unwrap();
         let texts = sentences(SENTENCES);
@@ -103,7 +105,10 @@ fn main() {
         native(model.as_ref(), &texts[..64], 32);
         guest(&host, &plugin, &texts[..32], 8).await;
 
-        println!("MiniLM-L6 sentences/second ({SENTENCES} sentences of 16-23 words; {GUESTS} guests)");
+        println!(
+            "MiniLM-L6 sentences/second ({SENTENCES} sentences of 16-23 words; {GUESTS} guests) on {}",
+            lantern::device::describe(host.registry().device())
+        );
         println!("| batch | native | guest | host/guest | {GUESTS} guests, dynamic batching | concurrency gain |");
         println!("|---:|---:|---:|---:|---:|---:|");
         for batch in BATCHES {

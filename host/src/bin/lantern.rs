@@ -34,6 +34,10 @@ struct Cli {
     /// $XDG_CACHE_HOME/lantern/components (~/.cache/lantern/components).
     #[arg(long, global = true)]
     no_compile_cache: bool,
+    /// Where models run: cpu, cuda (= cuda:0), cuda:N, or auto (the first CUDA device
+    /// when this build has the `cuda` feature and one answers, else the CPU).
+    #[arg(long, global = true, value_name = "DEVICE", env = "LANTERN_DEVICE", default_value = "auto")]
+    device: lantern::DeviceChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -484,7 +488,7 @@ async fn main() -> ExitCode {
         if let Some(path) = catalog_file(cli.catalog) {
             catalog = catalog.with_file(&path)?;
         }
-        let mut builder = Host::builder().catalog(catalog);
+        let mut builder = Host::builder().catalog(catalog).device(cli.device);
         if let Some(dir) = CompileCache::default_dir().filter(|_| !cli.no_compile_cache) {
             builder = builder.compile_cache(dir);
         }

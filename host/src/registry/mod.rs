@@ -182,6 +182,11 @@ fn download_progress(files_total: usize, sink: PrepareSink) -> ProgressSink {
 }
 
 impl ModelRegistry {
+    /// Where every model of this registry runs (see [`crate::device`]).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     pub fn new(catalog: Catalog, hub: Hub, device: Device) -> Self {
         ModelRegistry {
             catalog,
@@ -407,7 +412,9 @@ impl ModelRegistry {
                 let device = self.device.clone();
                 tracing::info!(model = %entry.key, family = entry.family.name(), "loading model");
                 let weight_bytes = families::weight_bytes(&files);
-                let model = run_blocking("loading the model", move || load(entry.family, &files, &device)).await?;
+                let model = run_blocking("loading the model", move || load(entry.family, &files, &device))
+                    .await
+                    .map_err(|error| crate::device::unsupported_on_device(&self.device, error))?;
                 loaded_now = Some(weight_bytes);
                 Ok::<_, LanternError>(wrap(model, weight_bytes))
             })
