@@ -147,7 +147,7 @@ async fn measure_wasm() -> Value {
 /// variables among those read when a model loads.
 fn child(mode: &str, load_options: &[(&str, &str)]) -> Value {
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command.env(MODE_VAR, mode).env_remove("CANDLE_DEQUANTIZE_ALL").env_remove("LANTERN_GGUF_REQUANTIZE");
+    command.env(MODE_VAR, mode).env_remove("CANDLE_DEQUANTIZE_ALL").env_remove("LANTERN_GGUF_REQUANTIZE").env_remove("LANTERN_GGUF_ENGINE");
     command.envs(load_options.iter().copied());
     let output = command.output().expect("re-running the bench binary");
     assert!(output.status.success(), "{mode} run failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -218,10 +218,13 @@ fn main() {
     assert!(model_dir().join(GGUF).is_file(), "{} is missing: run scripts/fetch-models.sh", model_dir().join(GGUF).display());
     let rows = [
         ("llama.cpp, before (llama-cpp-python 0.3.16, 2 threads)", llama_cpp()),
-        ("candle, quantized matmul (default)", child("native", &[])),
-        ("candle, CANDLE_DEQUANTIZE_ALL=1", child("native", &[("CANDLE_DEQUANTIZE_ALL", "1")])),
-        ("candle, LANTERN_GGUF_REQUANTIZE=q8_0", child("native", &[("LANTERN_GGUF_REQUANTIZE", "q8_0")])),
-        ("candle via wasm plugin (default)", child("wasm", &[])),
+        ("host forward pass + kernels (default)", child("native", &[])),
+        ("host forward pass via wasm plugin (default)", child("wasm", &[])),
+        ("candle quantized_llama (LANTERN_GGUF_ENGINE=candle)", child("native", &[("LANTERN_GGUF_ENGINE", "candle")])),
+        (
+            "candle quantized_llama, CANDLE_DEQUANTIZE_ALL=1",
+            child("native", &[("LANTERN_GGUF_ENGINE", "candle"), ("CANDLE_DEQUANTIZE_ALL", "1")]),
+        ),
         ("llama.cpp, after", llama_cpp()),
     ];
     for (label, v) in &rows {

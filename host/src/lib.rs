@@ -29,6 +29,7 @@ pub mod error;
 pub mod families;
 pub mod hub;
 pub mod image_codec;
+pub mod kernels;
 pub mod memory_budget;
 pub mod policy;
 pub mod registry;

@@ -4,7 +4,7 @@
 //!
 //! | `general.architecture` | candle module | models |
 //! |---|---|---|
-//! | `llama` | `quantized_llama` | SmolLM2, Llama 2/3, Mistral |
+//! | `llama` | [`llama`] (the host's forward pass and kernels; candle's `quantized_llama` for MoE files) | SmolLM2, Llama 2/3, Mistral |
 //! | `qwen3` | [`qwen3`] (candle's `quantized_qwen3`, rope tables from f64 angles, not f16) | Qwen3, Qwen3-Coder (dense) |
 //! | `qwen3moe` | [`qwen3_moe`] (candle's `quantized_qwen3_moe` runs on CUDA only) | Qwen3 / Qwen3-Coder MoE |
 //! | `phi3` | [`phi3`] (candle's `quantized_phi3` ignores `phi3.rope.freq_base`) | Phi-3, Phi-4 (reasoning) |
@@ -21,6 +21,8 @@ pub mod chat_template;
 pub mod deepseek2;
 pub mod files;
 pub mod gemma3;
+pub mod linear;
+pub mod llama;
 pub mod moe;
 pub mod phi3;
 pub mod qwen3;
@@ -49,6 +51,9 @@ const END_OF_TURN_TOKENS: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<
 /// The loaded weights. Each generation gets its own copy (the weights are shared through
 /// `Arc`s inside; only the KV cache is per copy), so generations run in parallel.
 enum Weights {
+    /// Dense llama files on the host's own forward pass and kernels ([`llama`]).
+    FastLlama(std::sync::Arc<llama::Llama>),
+    /// Mixture-of-experts llama files (and `LANTERN_GGUF_ENGINE=candle`): candle's module.
     Llama(quantized_llama::ModelWeights),
     Qwen3(qwen3::ModelWeights),
     Phi3(phi3::ModelWeights),
@@ -120,8 +125,21 @@ fn supported(architecture: &str) -> LanternResult<()> {
     }
 }
 
+/// `LANTERN_GGUF_ENGINE=candle` runs dense llama files on candle's `quantized_llama`
+/// instead of the host's forward pass (for comparison; the default is `host`).
+fn candle_engine_from_env() -> LanternResult<bool> {
+    match std::env::var("LANTERN_GGUF_ENGINE").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "" | "host" => Ok(false),
+        "candle" => Ok(true),
+        other => Err(LanternError::InvalidInput(format!("LANTERN_GGUF_ENGINE={other:?}: the values are host and candle"))),
+    }
+}
+
 fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &mut R, device: &Device) -> LanternResult<Weights> {
     Ok(match architecture {
+        "llama" if llama::Llama::handles(&content) && !candle_engine_from_env()? => {
+            Weights::FastLlama(std::sync::Arc::new(llama::Llama::from_gguf(&content, reader).map_err(failed("loading llama weights"))?))
+        }
         "llama" => Weights::Llama(
             quantized_llama::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading llama weights"))?,
         ),
@@ -257,6 +275,7 @@ impl TextGenerator for GgufLlm {
         };
         let ids = &prompt.ids;
         match &self.weights {
+            Weights::FastLlama(w) => decoding::generate(&mut llama::Session::new(w.clone()), &setup, ids, params, sink),
             Weights::Llama(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Qwen3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Phi3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
