@@ -137,7 +137,8 @@ fn candle_engine_from_env() -> LanternResult<bool> {
 
 fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &mut R, device: &Device) -> LanternResult<Weights> {
     Ok(match architecture {
-        "llama" if llama::Llama::handles(&content) && !candle_engine_from_env()? => {
+        // The host's kernels are CPU code; other devices take candle's module.
+        "llama" if device.is_cpu() && llama::Llama::handles(&content) && !candle_engine_from_env()? => {
             Weights::FastLlama(std::sync::Arc::new(llama::Llama::from_gguf(&content, reader).map_err(failed("loading llama weights"))?))
         }
         "llama" => Weights::Llama(
