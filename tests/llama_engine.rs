@@ -82,9 +82,9 @@ async fn the_host_forward_pass_agrees_with_candle_and_with_f32() {
     let content = Content::read(&mut file).unwrap();
     let llama = std::sync::Arc::new(Llama::from_gguf(&content, &mut file).unwrap());
     std::io::Seek::rewind(&mut file).unwrap();
-    let mut quantized = ModelWeights::from_gguf(Content::read(&mut file).unwrap(), &mut file, &Device::Cpu).unwrap();
+    let quantized = ModelWeights::from_gguf(Content::read(&mut file).unwrap(), &mut file, &Device::Cpu).unwrap();
     let (f32_content, mut memory) = dequantized(&content, &mut file);
-    let mut dense = ModelWeights::from_gguf(f32_content, &mut memory, &Device::Cpu).unwrap();
+    let dense = ModelWeights::from_gguf(f32_content, &mut memory, &Device::Cpu).unwrap();
 
     let (mut steps, mut agree, mut ours_off, mut candle_off) = (0, 0, 0f32, 0f32);
     let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

@@ -236,7 +236,7 @@ fn main() {
     }
     assert!(model_dir().join(GGUF).is_file(), "{} is missing: run scripts/fetch-models.sh", model_dir().join(GGUF).display());
     let rows = [
-        ("llama.cpp, before (llama-cpp-python 0.3.16, 2 threads)", llama_cpp()),
+        ("llama.cpp, before (llama-cpp-python, 2 threads)", llama_cpp()),
         ("host forward pass + kernels (default)", child("native", &[])),
         ("host forward pass via wasm plugin (default)", child("wasm", &[])),
         ("candle quantized_llama (LANTERN_GGUF_ENGINE=candle)", child("native", &[("LANTERN_GGUF_ENGINE", "candle")])),
