@@ -38,32 +38,17 @@ unsafe fn broadcast(q: *const i8, group: usize) -> __m512i {
     _mm512_set1_epi32((q.add(group * 4) as *const i32).read_unaligned())
 }
 
-/// Σ over one block of 16 rows' nibbles × 32 activation bytes, as 16 f32.
+/// One 32-value block of 16 rows: `Σ_g operands[g] · bytes 4g..4g+4 of q`, as 16 i32 lanes
+/// (two accumulators, so the eight `vpdpbusd` form two dependency chains).
 #[inline(always)]
-unsafe fn q4_1_dot(lo: &[__m512i; 4], hi: &[__m512i; 4], q: *const i8) -> __m512 {
-    let mut s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0], broadcast(q, 0));
-    let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0], broadcast(q, 1));
-    s0 = _mm512_dpbusd_epi32(s0, lo[1], broadcast(q, 2));
-    s1 = _mm512_dpbusd_epi32(s1, hi[1], broadcast(q, 3));
-    s0 = _mm512_dpbusd_epi32(s0, lo[2], broadcast(q, 4));
-    s1 = _mm512_dpbusd_epi32(s1, hi[2], broadcast(q, 5));
-    s0 = _mm512_dpbusd_epi32(s0, lo[3], broadcast(q, 6));
-    s1 = _mm512_dpbusd_epi32(s1, hi[3], broadcast(q, 7));
-    _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1))
-}
-
-/// Σ over one block of 16 rows' `w + 128` × 32 activation bytes, less `128·Σq`, as 16 f32.
-#[inline(always)]
-unsafe fn q8_0_dot(v: &[__m512i; 8], q: *const i8, sum: i32) -> __m512 {
-    let mut s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], broadcast(q, 0));
-    let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[1], broadcast(q, 1));
-    s0 = _mm512_dpbusd_epi32(s0, v[2], broadcast(q, 2));
-    s1 = _mm512_dpbusd_epi32(s1, v[3], broadcast(q, 3));
-    s0 = _mm512_dpbusd_epi32(s0, v[4], broadcast(q, 4));
-    s1 = _mm512_dpbusd_epi32(s1, v[5], broadcast(q, 5));
-    s0 = _mm512_dpbusd_epi32(s0, v[6], broadcast(q, 6));
-    s1 = _mm512_dpbusd_epi32(s1, v[7], broadcast(q, 7));
-    _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(128 * sum)))
+unsafe fn block_dot(operands: &[__m512i; 8], q: *const i8) -> __m512i {
+    let mut s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), operands[0], broadcast(q, 0));
+    let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), operands[1], broadcast(q, 1));
+    for g in (2..8).step_by(2) {
+        s0 = _mm512_dpbusd_epi32(s0, operands[g], broadcast(q, g));
+        s1 = _mm512_dpbusd_epi32(s1, operands[g + 1], broadcast(q, g + 1));
+    }
+    _mm512_add_epi32(s0, s1)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -74,19 +59,19 @@ unsafe fn q4_1<const R: usize>(w: &[u8], a: &QuantizedActivations, row0: usize, 
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..blocks {
         let p = w.as_ptr().add(b * 320);
-        let mut lo = [_mm512_setzero_si512(); 4];
-        let mut hi = [_mm512_setzero_si512(); 4];
+        // Chunk c's low nibbles are value group 2c, its high nibbles group 2c + 1.
+        let mut nibbles = [_mm512_setzero_si512(); 8];
         for c in 0..4 {
             let v = _mm512_loadu_si512(p.add(c * 64) as *const _);
-            lo[c] = _mm512_and_si512(v, low);
-            hi[c] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+            nibbles[2 * c] = _mm512_and_si512(v, low);
+            nibbles[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(256) as *const _));
         let m = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(288) as *const _));
         for r in 0..R {
             let index = (row0 + r) * blocks + b;
-            let isum = q4_1_dot(&lo, &hi, a.q.as_ptr().add(index * BLOCK));
-            let rsum = q4_1_dot(&lo, &hi, a.r.as_ptr().add(index * BLOCK));
+            let isum = _mm512_cvtepi32_ps(block_dot(&nibbles, a.q.as_ptr().add(index * BLOCK)));
+            let rsum = _mm512_cvtepi32_ps(block_dot(&nibbles, a.r.as_ptr().add(index * BLOCK)));
             acc[r] = _mm512_fmadd_ps(isum, _mm512_mul_ps(d, _mm512_set1_ps(*a.d.get_unchecked(index))), acc[r]);
             acc[r] = _mm512_fmadd_ps(rsum, _mm512_mul_ps(d, _mm512_set1_ps(*a.d_r.get_unchecked(index))), acc[r]);
             acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(*a.dsum.get_unchecked(index)), acc[r]);
@@ -111,9 +96,12 @@ unsafe fn q8_0<const R: usize>(w: &[u8], a: &QuantizedActivations, row0: usize, 
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(512) as *const _));
         for r in 0..R {
             let index = (row0 + r) * blocks + b;
-            // The weights were stored +128: take 128·Σq_a back off.
-            let isum = q8_0_dot(&v, a.q.as_ptr().add(index * BLOCK), *a.sum.get_unchecked(index));
-            let rsum = q8_0_dot(&v, a.r.as_ptr().add(index * BLOCK), *a.sum_r.get_unchecked(index));
+            // The weights were stored +128: take 128·Σq_a (and 128·Σr_a) back off.
+            let offset = |sum: i32| _mm512_set1_epi32(128 * sum);
+            let isum = block_dot(&v, a.q.as_ptr().add(index * BLOCK));
+            let isum = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum, offset(*a.sum.get_unchecked(index))));
+            let rsum = block_dot(&v, a.r.as_ptr().add(index * BLOCK));
+            let rsum = _mm512_cvtepi32_ps(_mm512_sub_epi32(rsum, offset(*a.sum_r.get_unchecked(index))));
             acc[r] = _mm512_fmadd_ps(isum, _mm512_mul_ps(d, _mm512_set1_ps(*a.d.get_unchecked(index))), acc[r]);
             acc[r] = _mm512_fmadd_ps(rsum, _mm512_mul_ps(d, _mm512_set1_ps(*a.d_r.get_unchecked(index))), acc[r]);
         }

@@ -38,8 +38,6 @@ struct Config {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    rope_dim: usize,
-    rope_base: f32,
     eps: f32,
 }
 
@@ -59,8 +57,9 @@ pub struct Llama {
     norm: Vec<f32>,
     /// `None`: tied to the embedding table.
     output: Option<Linear>,
-    /// Per rotary pair, divisors of the frequency (`rope_freqs.weight`), else ones.
-    freq_factors: Vec<f32>,
+    /// Per rotary pair, its angle per position: `base^(-2i/rope_dim)`, divided by the pair's
+    /// factor in `rope_freqs.weight` when the file has one.
+    thetas: Vec<f64>,
     vocab: usize,
 }
 
@@ -69,7 +68,7 @@ fn vector_of<R: Read + Seek>(content: &Content, reader: &mut R, name: &str) -> R
 }
 
 fn md_u32(content: &Content, key: &str) -> Option<usize> {
-    content.metadata.get(key).and_then(|v| v.to_u32().ok()).map(|v| v as usize)
+    super::metadata_u32(content, key).map(|v| v as usize)
 }
 
 fn md_f32(content: &Content, key: &str) -> Option<f32> {
@@ -90,6 +89,7 @@ impl Llama {
         let kv_heads = md_u32(content, "llama.attention.head_count_kv").unwrap_or(heads);
         let head_dim = md_u32(content, "llama.attention.key_length").unwrap_or(hidden / heads.max(1));
         let rope_dim = md_u32(content, "llama.rope.dimension_count").unwrap_or(head_dim);
+        let rope_base = md_f32(content, "llama.rope.freq_base").unwrap_or(10_000.0);
         if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || head_dim % 2 != 0 || rope_dim > head_dim || rope_dim % 2 != 0 {
             candle_core::bail!("llama: {heads} heads, {kv_heads} key/value heads of {head_dim} (rotary {rope_dim}) do not fit");
         }
@@ -99,8 +99,6 @@ impl Llama {
             heads,
             kv_heads,
             head_dim,
-            rope_dim,
-            rope_base: md_f32(content, "llama.rope.freq_base").unwrap_or(10_000.0),
             eps: md_f32(content, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         };
         let token_embd = content.tensor(reader, "token_embd.weight", &Device::Cpu)?;
@@ -139,7 +137,12 @@ impl Llama {
             blocks.push(layer);
         }
         let norm = vector_of(content, reader, "output_norm.weight")?;
-        Ok(Llama { config, embedding, layers: blocks, norm, output, freq_factors, vocab })
+        let thetas = freq_factors
+            .iter()
+            .enumerate()
+            .map(|(pair, factor)| (rope_base as f64).powf(-((2 * pair) as f64) / rope_dim as f64) / *factor as f64)
+            .collect();
+        Ok(Llama { config, embedding, layers: blocks, norm, output, thetas, vocab })
     }
 }
 
@@ -163,6 +166,8 @@ struct Buffers {
     gate_up: Vec<f32>,
     activated: Vec<f32>,
     logits: Vec<f32>,
+    /// Per new token, per rotary pair: `(sin, cos)` of its angle.
+    rotations: Vec<(f32, f32)>,
     activations: QuantizedActivations,
 }
 
@@ -177,13 +182,9 @@ impl Session {
         Session { model, keys: vec![Vec::new(); layers], values: vec![Vec::new(); layers], len: 0, buffers: Buffers::default() }
     }
 
-    /// Rotates `x`'s first `rope_dim` values in interleaved pairs for `position`.
-    fn rotate(model: &Llama, x: &mut [f32], position: usize) {
-        let c = &model.config;
-        for (pair, factor) in model.freq_factors.iter().enumerate() {
-            let theta = (c.rope_base as f64).powf(-((2 * pair) as f64) / c.rope_dim as f64) / *factor as f64;
-            let (sin, cos) = (position as f64 * theta).sin_cos();
-            let (sin, cos) = (sin as f32, cos as f32);
+    /// Rotates `x`'s first values in interleaved pairs by one position's `(sin, cos)`s.
+    fn rotate(x: &mut [f32], rotation: &[(f32, f32)]) {
+        for (pair, &(sin, cos)) in rotation.iter().enumerate() {
             let (a, b) = (x[2 * pair], x[2 * pair + 1]);
             x[2 * pair] = a * cos - b * sin;
             x[2 * pair + 1] = a * sin + b * cos;
@@ -217,6 +218,15 @@ impl Session {
             }
             model.embedding.row(token as usize, &mut x[row * hidden..][..hidden]);
         }
+        // Every layer and head rotates by the same angles: compute them once per position.
+        let pairs = model.thetas.len();
+        b.rotations.clear();
+        for r in 0..rows {
+            b.rotations.extend(model.thetas.iter().map(|theta| {
+                let (sin, cos) = ((position + r) as f64 * theta).sin_cos();
+                (sin as f32, cos as f32)
+            }));
+        }
         for (index, layer) in model.layers.iter().enumerate() {
             let normed = resize(&mut b.normed, rows * hidden);
             for r in 0..rows {
@@ -228,11 +238,12 @@ impl Session {
             let (k_at, v_at) = (layer.qkv.offset(1), layer.qkv.offset(2));
             for r in 0..rows {
                 let row = &mut qkv[r * qkv_width..][..qkv_width];
+                let rotation = &b.rotations[r * pairs..][..pairs];
                 for h in 0..c.heads {
-                    Self::rotate(&model, &mut row[h * c.head_dim..][..c.head_dim], position + r);
+                    Self::rotate(&mut row[h * c.head_dim..][..c.head_dim], rotation);
                 }
                 for h in 0..c.kv_heads {
-                    Self::rotate(&model, &mut row[k_at + h * c.head_dim..][..c.head_dim], position + r);
+                    Self::rotate(&mut row[k_at + h * c.head_dim..][..c.head_dim], rotation);
                 }
                 self.keys[index].extend_from_slice(&row[k_at..][..kv_width]);
                 self.values[index].extend_from_slice(&row[v_at..][..kv_width]);
