@@ -97,13 +97,51 @@ async fn floods_of_host_calls_and_log_lines_are_survived() {
 
     let output = attack(&host, &plugin, Policy::default(), &["flood", "100000"]).await.unwrap();
     assert_eq!(json(&output.result)["calls"], 100_000);
+    // Each lantern:ai call is counted once (the call hook counts it; the call only asks),
+    // with the few other calls a run makes beside them.
+    let counted = output.usage.host_calls;
+    assert!((100_000..100_100).contains(&counted), "{counted} host calls counted for 100000");
     // An endless flood is ended by the run's timeout, like any other busy plugin.
     let policy = Policy { timeout: Some(Duration::from_millis(500)), ..Policy::default() };
-    let error = attack(&host, &plugin, policy, &["flood", "18446744073709551615"]).await.err().expect("must time out");
+    let error = attack(&host, &plugin, policy, &["flood", ENDLESS]).await.err().expect("must time out");
     assert!(matches!(error, PluginError::Timeout(_)), "{error:?}");
     // 200 log lines of 1 MiB: each is cut to the policy's log limit, none is refused.
     let output = attack(&host, &plugin, Policy::default(), &["log-flood", "200", "1048576"]).await.unwrap();
     assert_eq!(json(&output.result)["lines"], 200);
+    still_serves(&host, &plugin).await;
+}
+
+/// A u64's largest value: a flood that never ends by itself.
+const ENDLESS: &str = "18446744073709551615";
+
+#[tokio::test]
+async fn a_flood_of_wasi_calls_ends_at_the_host_call_limit() {
+    let cache = tempfile::tempdir().unwrap();
+    let host = bare_host(cache.path());
+    let plugin = hostile(&host);
+
+    // WASI calls are host calls: a thousand clock reads are counted, and are allowed.
+    let output = attack(&host, &plugin, Policy::default(), &["wasi-flood", "clock", "1000"]).await.unwrap();
+    assert_eq!(json(&output.result)["calls"], 1000);
+    let counted = output.usage.host_calls;
+    assert!((1000..1100).contains(&counted), "{counted} host calls counted for 1000 clock reads");
+
+    // An endless flood of clock reads under the default policy (no timeout): ended by the
+    // host-call limit, with the error that names it, not left to run forever.
+    let started = Instant::now();
+    let error = attack(&host, &plugin, Policy::default(), &["wasi-flood", "clock", ENDLESS]).await.err().expect("must be stopped");
+    let elapsed = started.elapsed();
+    let PluginError::LimitExceeded(message) = &error else { panic!("{error:?}") };
+    let limit = Policy::default().max_host_calls;
+    assert!(message.contains(&format!("made {limit} host calls")), "{message}");
+    assert!(message.contains("--max-host-calls") && message.contains("limits.max_host_calls"), "{message}");
+    eprintln!("{limit} clock reads, then the limit, in {elapsed:.2?}");
+
+    // Writes to stdout, under a smaller limit from the policy.
+    let policy = Policy { max_host_calls: 10_000, ..Policy::default() };
+    let error = attack(&host, &plugin, policy, &["wasi-flood", "stdout", ENDLESS]).await.err().expect("must be stopped");
+    let PluginError::LimitExceeded(message) = &error else { panic!("{error:?}") };
+    assert!(message.contains("the limit is 10000"), "{message}");
     still_serves(&host, &plugin).await;
 }
 
@@ -400,6 +438,24 @@ async fn lantern_run_keeps_compiled_plugins_unless_told_not_to() {
         assert!(String::from_utf8_lossy(&output.stdout).contains("\"calls\":3"));
         cache_entry(&components);
     }
+
+    // `lantern compile-cache` says where and how much; --clear empties it.
+    let cache_command = |words: &'static [&'static str]| {
+        let home = home.path().to_path_buf();
+        async move {
+            let output = support::lantern(words, "http://127.0.0.1:9", &home).await;
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+    };
+    let shown = cache_command(&["compile-cache"]).await;
+    assert!(shown.contains(&format!("{}: 1 compiled plugins", components.display())), "{shown}");
+    assert!(shown.contains("limit 1024 MiB"), "{shown}");
+    let cleared = cache_command(&["compile-cache", "--clear"]).await;
+    assert!(cleared.starts_with("removed 1 compiled plugins"), "{cleared}");
+    assert!(walk(&components).is_empty(), "left after --clear: {:?}", walk(&components));
+    let shown = cache_command(&["compile-cache", "--compile-cache-max-mib", "5"]).await;
+    assert!(shown.contains(": 0 compiled plugins, 0.0 MB (limit 5 MiB"), "{shown}");
 }
 
 /// A MiniLM repo whose config makes candle divide by zero while building the model

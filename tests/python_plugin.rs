@@ -55,6 +55,14 @@ async fn the_python_plugin_answers_like_the_rust_rag_plugin_side_by_side() {
         host.run(&rust, docs_policy(), args(&question), Stdio::Capture),
     );
     let (python_run, rust_run) = (python_run.unwrap(), rust_run.unwrap());
+    // Every call into the host counts against the run's host-call limit, WASI's included.
+    // CPython's start is snapshotted at build time (componentize-py), so it makes few; the
+    // streamed answer's reads and writes make most. Both stay far below the default limit.
+    let limit = Policy::default().max_host_calls;
+    for (plugin, usage) in [("python", python_run.usage), ("rust", rust_run.usage)] {
+        eprintln!("{plugin}: {} host calls", usage.host_calls);
+        assert!(usage.host_calls < limit / 10, "{plugin}: {} host calls, near the default limit of {limit}", usage.host_calls);
+    }
     let python_sources = python_run.result.unwrap();
     let rust_sources = rust_run.result.unwrap();
     let first = python_sources.lines().find(|l| l.starts_with("[1]")).expect("sources listed");

@@ -7,8 +7,8 @@
 //!   the model loads, so each mode runs in a child process: this binary re-executes itself;
 //! - through the wasm `probe` plugin, for the host/guest overhead;
 //! - llama.cpp (llama-cpp-python, 2 threads) on the same file and prompt, first and last
-//!   (ratios are against the mean of the two), when the venv `/tmp/lcpvenv` (or
-//!   `$LLAMACPP_PYTHON`) exists.
+//!   (ratios are against the mean of the two), when the peers' venv exists
+//!   (`scripts/bench/peers.sh` makes `.venv-peers`; or `$LLAMACPP_PYTHON` / `$PEERS_PYTHON`).
 //!
 //! Time to first token = prompt processing + the first sampled token. Decode rate = the
 //! tokens after the first over the time after the first. Medians of 3 runs after a
@@ -176,11 +176,13 @@ fn llama_cpp() -> Value {
 }
 
 fn llama_cpp_on(gguf: &Path) -> Value {
-    let python = std::env::var_os("LLAMACPP_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/lcpvenv/bin/python"));
+    let python = ["LLAMACPP_PYTHON", "PEERS_PYTHON"]
+        .iter()
+        .find_map(std::env::var_os)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv-peers/bin/python"));
     if !python.is_file() {
-        return json!({ "skipped": format!("{} not found; build it as BENCHMARKS.md says (python3 -m venv /tmp/lcpvenv; \
-            /tmp/lcpvenv/bin/pip install cmake ninja; CMAKE_ARGS=\"-DGGML_NATIVE=ON\" /tmp/lcpvenv/bin/pip install \
-            llama-cpp-python==0.3.16)", python.display()) });
+        return json!({ "skipped": format!("{} not found; run scripts/bench/peers.sh", python.display()) });
     }
     let prompt = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(prompt.path(), PROMPT).unwrap();

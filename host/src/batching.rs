@@ -1,7 +1,9 @@
 //! Dynamic batching for embedding models: one task per loaded model merges the
 //! requests that plugins send at about the same time into one model call, then splits
-//! the vectors back. A batch waits at most `max_wait` for company after its first
-//! request and holds at most `max_inputs` inputs; only requests with the same options
+//! the vectors back. Batching is continuous: requests that arrive while the model is
+//! busy form the next call, so under load calls grow by themselves, and a request that
+//! finds the model idle runs at once (by default; `max_wait` lets it wait for company,
+//! trading latency for larger calls). A call holds at most `max_inputs` inputs; only requests with the same options
 //! (task, dimensions, normalisation, truncation) share a call. Within the call the
 //! family sorts inputs by length into padded sub-batches, so mixing short and long
 //! requests costs little padding.
@@ -20,7 +22,7 @@ use crate::registry::run_blocking;
 /// How long and how large a batch may grow.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
-    /// How long the first request of a batch waits for others.
+    /// How long a request that finds the model idle waits for others to join it.
     pub max_wait: Duration,
     /// Inputs per model call; one request larger than this runs alone.
     pub max_inputs: usize,
@@ -28,7 +30,10 @@ pub struct BatchPolicy {
 
 impl Default for BatchPolicy {
     fn default() -> Self {
-        BatchPolicy { max_wait: Duration::from_millis(3), max_inputs: 64 }
+        // No wait: a lone sentence takes ~4 ms on MiniLM here, so the 3 ms the first
+        // version waited cost a single plugin 40 % of its rate (BENCHMARKS.md), while
+        // concurrent plugins batch anyway behind a busy model.
+        BatchPolicy { max_wait: Duration::ZERO, max_inputs: 64 }
     }
 }
 
@@ -112,6 +117,9 @@ async fn run(model: Arc<dyn TextEmbedder>, mut receiver: mpsc::UnboundedReceiver
             match receiver.recv().await {
                 Some(job) => pending.push_back(job),
                 None => return,
+            }
+            while let Ok(job) = receiver.try_recv() {
+                pending.push_back(job);
             }
             let deadline = tokio::time::Instant::now() + policy.max_wait;
             while input_count(&pending) < policy.max_inputs {

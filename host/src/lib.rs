@@ -46,7 +46,7 @@ pub use error::{LanternError, LanternResult};
 pub use hub::{Hub, HubConfig};
 pub use policy::{DirGrant, Limit, ModelAllowList, Policy, PolicyFileError, UsageReport};
 pub use registry::{Activity, ModelRegistry};
-pub use runtime::{CacheOutcome, CompileCache, Plugin, PluginError, RunOutput, Stdio};
+pub use runtime::{CacheOutcome, CacheSize, CompileCache, Plugin, PluginError, RunOutput, Stdio};
 
 /// The embeddable host: one wasmtime engine and one model registry shared by every
 /// plugin it runs. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -64,6 +64,7 @@ pub struct HostBuilder {
     batch_policy: Option<batching::BatchPolicy>,
     observer: Option<registry::ActivityObserver>,
     compile_cache: Option<CompileCache>,
+    compile_cache_max_bytes: Option<u64>,
     pooling: bool,
     device: DeviceChoice,
 }
@@ -109,6 +110,13 @@ impl HostBuilder {
         self
     }
 
+    /// Most bytes the compile cache keeps; past it, storing a new entry removes the least
+    /// recently used ones. Default: [`runtime::compile_cache::DEFAULT_MAX_BYTES`] (1 GiB).
+    pub fn compile_cache_max_bytes(mut self, bytes: u64) -> Self {
+        self.compile_cache_max_bytes = Some(bytes);
+        self
+    }
+
     /// Allocates plugin instances from wasmtime's pooling allocator. Default: off (see
     /// BENCHMARKS.md, "Plugin start").
     pub fn pooling_allocator(mut self, pooling: bool) -> Self {
@@ -134,7 +142,11 @@ impl HostBuilder {
             Some(observer) => registry.with_observer(observer),
             None => registry,
         };
-        Ok(Host { runtime: runtime::PluginRuntime::with_options(self.compile_cache, self.pooling)?, registry: Arc::new(registry) })
+        let compile_cache = match (self.compile_cache, self.compile_cache_max_bytes) {
+            (Some(cache), Some(bytes)) => Some(cache.with_max_bytes(bytes)),
+            (cache, _) => cache,
+        };
+        Ok(Host { runtime: runtime::PluginRuntime::with_options(compile_cache, self.pooling)?, registry: Arc::new(registry) })
     }
 }
 

@@ -103,7 +103,8 @@ pub struct Policy {
     pub max_image_bytes: usize,
     /// Widest and tallest image the host decodes for a plugin, in pixels.
     pub max_decoded_side: u32,
-    /// Most calls into `lantern:ai` interfaces in one run (stream reads included).
+    /// Most calls from the plugin into the host in one run: `lantern:ai` calls (stream
+    /// reads included) and WASI calls (clock reads, stdout writes, file reads...) alike.
     pub max_host_calls: u64,
 }
 

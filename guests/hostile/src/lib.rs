@@ -10,6 +10,9 @@
 //!
 //! Attacks the host answers with typed errors:
 //! - `flood N`: N host calls (`models.allowed`) as fast as it can.
+//! - `wasi-flood KIND N`: N WASI calls as fast as it can, none of them `lantern:ai`:
+//!   `clock` reads the wall clock (one `wasi:clocks` call each), `stdout` writes a line
+//!   to stdout (a few `wasi:io` calls each). Past the host-call limit the run must end.
 //! - `log-flood N BYTES`: N log lines of BYTES bytes each.
 //! - `giant-string MODEL MIB`: one MIB-mebibyte string to embed.
 //! - `many-texts MODEL N`: N one-word texts in one embedding batch.
@@ -145,6 +148,28 @@ fn attack(command: &str, args: &[String]) -> Result<Value, String> {
                 seen += std::hint::black_box(lantern_sdk::models::allowed()).len();
             }
             json!({ "calls": calls, "seen": seen })
+        }
+        "wasi-flood" => {
+            let kind = text(args, 0, "wasi-flood")?;
+            let calls = number(args, 1, "wasi-flood")?;
+            match kind.as_str() {
+                "clock" => {
+                    for _ in 0..calls {
+                        std::hint::black_box(std::time::SystemTime::now());
+                    }
+                }
+                "stdout" => {
+                    use std::io::Write;
+                    let mut stdout = std::io::stdout();
+                    for index in 0..calls {
+                        // Flushed each time, so every line is its own trip to the host.
+                        let _ = writeln!(stdout, "{index}");
+                        let _ = stdout.flush();
+                    }
+                }
+                other => return Err(format!("unknown wasi-flood kind {other:?}: clock or stdout")),
+            }
+            json!({ "calls": calls })
         }
         "log-flood" => {
             let (lines, bytes) = (number(args, 0, "log-flood")?, number(args, 1, "log-flood")?);

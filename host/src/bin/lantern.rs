@@ -34,6 +34,9 @@ struct Cli {
     /// $XDG_CACHE_HOME/lantern/components (~/.cache/lantern/components).
     #[arg(long, global = true)]
     no_compile_cache: bool,
+    /// Most MiB of compiled plugins kept; past it, the least recently used are removed.
+    #[arg(long, global = true, value_name = "MIB", env = "LANTERN_COMPILE_CACHE_MAX_MIB", default_value_t = 1024)]
+    compile_cache_max_mib: u64,
     /// Where models run: cpu, cuda (= cuda:0), cuda:N, or auto (the first CUDA device
     /// when this build has the `cuda` feature and one answers, else the CPU).
     #[arg(long, global = true, value_name = "DEVICE", env = "LANTERN_DEVICE", default_value = "auto")]
@@ -73,6 +76,12 @@ enum Command {
     Rm {
         /// A catalog key or a repo id (org/name).
         target: String,
+    },
+    /// Show where compiled plugins are kept and how much they take, or delete them.
+    CompileCache {
+        /// Delete every compiled plugin (each compiles again on its next run).
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -156,7 +165,7 @@ struct PolicyArgs {
     /// Widest or tallest image the host decodes for the plugin, in pixels [default: 8192].
     #[arg(long)]
     max_decoded_side: Option<u32>,
-    /// Most calls into the lantern:ai interfaces in the run [default: 1000000].
+    /// Most calls into the host in the run, lantern:ai and WASI ones alike [default: 1000000].
     #[arg(long)]
     max_host_calls: Option<u64>,
 }
@@ -468,6 +477,24 @@ async fn remove(host: &Host, target: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `lantern compile-cache [--clear]`.
+fn compile_cache(cache: &CompileCache, clear: bool) -> anyhow::Result<ExitCode> {
+    let dir = cache.dir().display();
+    if clear {
+        let removed = cache.clear().with_context(|| format!("clearing {dir}"))?;
+        println!("removed {} compiled plugins from {dir}: {} freed", removed.entries, megabytes(removed.bytes));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let size = cache.size().with_context(|| format!("reading {dir}"))?;
+    let limit = cache.max_bytes() >> 20;
+    println!(
+        "{dir}: {} compiled plugins, {} (limit {limit} MiB: past it, the least recently used are removed)",
+        size.entries,
+        megabytes(size.bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -484,13 +511,19 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let outcome = async {
+        let max_bytes = cli.compile_cache_max_mib.saturating_mul(1 << 20);
+        if let Command::CompileCache { clear } = cli.command {
+            // The cache's own command needs no host, and works whatever --no-compile-cache says.
+            let dir = CompileCache::default_dir().context("no cache directory: neither XDG_CACHE_HOME nor HOME is set")?;
+            return compile_cache(&CompileCache::new(dir).with_max_bytes(max_bytes), clear);
+        }
         let mut catalog = lantern::Catalog::builtin();
         if let Some(path) = catalog_file(cli.catalog) {
             catalog = catalog.with_file(&path)?;
         }
         let mut builder = Host::builder().catalog(catalog).device(cli.device);
         if let Some(dir) = CompileCache::default_dir().filter(|_| !cli.no_compile_cache) {
-            builder = builder.compile_cache(dir);
+            builder = builder.compile_cache(dir).compile_cache_max_bytes(max_bytes);
         }
         let host = match cli.command {
             Command::Run(_) => builder.observer(activity_bars()).build()?,
@@ -502,6 +535,7 @@ async fn main() -> ExitCode {
             Command::Pull { target, files, revision } => pull(&host, &target, files, revision).await,
             Command::Models => models(&host).await,
             Command::Rm { target } => remove(&host, &target).await,
+            Command::CompileCache { .. } => unreachable!("answered before the host is built"),
         }
     }
     .await;

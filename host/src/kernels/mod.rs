@@ -1,4 +1,5 @@
-//! Lantern's own CPU kernels for quantized language models.
+//! Lantern's own CPU kernels for quantized language models (and, in [`dense`], the f32
+//! linear layers of the encoder models).
 //!
 //! Why they exist: candle 0.11 picks its quantized dot products at compile time (Q4_1 is
 //! scalar in a portable build), works one output row and one 32-value block at a time,
@@ -21,6 +22,7 @@
 //! (`tests` below compare them).
 
 pub mod activations;
+pub mod dense;
 pub mod parallel;
 pub mod tiles;
 mod portable;

@@ -4,9 +4,18 @@
 //! One `RunUsage` lives as long as one run. The runtime shares it (behind an `Arc`) with
 //! the futures of that run's host calls, so counters are atomics; the calls of one run
 //! are serialised by its store anyway, so there is no race between check and charge.
+//!
+//! Host calls are counted in one place, the store's call hook (`runtime/mod.rs`), which
+//! wasmtime runs on every call from the guest into the host: WASI imports and
+//! `lantern:ai` ones alike, so a plugin cannot flood the host through `wasi:clocks` or
+//! stdout instead. The hook cannot tell which import is called, so the call that goes
+//! over the limit is only marked: a `lantern:ai` call that can fail refuses itself with
+//! the typed `limit-exceeded` error ([`RunUsage::host_call`]); any other call (WASI, or
+//! one with no error to return) ends the run when it returns
+//! ([`RunUsage::host_call_returned`]).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,7 +26,10 @@ use crate::error::{LanternError, LanternResult};
 /// A run's consumption, reported in [`RunOutput`](crate::RunOutput).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageReport {
-    /// Calls into `lantern:ai` interfaces (refused ones included).
+    /// Calls from the plugin into the host: `lantern:ai` and WASI imports alike (refused
+    /// calls included), and drops of resources the host handed out (each counts as two:
+    /// wasmtime runs a drop as a call into the runtime, then one into the host). The
+    /// runtime's own epoch ticks and memory growth are not calls.
     pub host_calls: u64,
     /// Tokens charged to the run: generated ones, plus the whole request of a generation
     /// dropped before it finished (the host cannot tell how far it got).
@@ -33,6 +45,12 @@ pub struct RunUsage {
     /// The plugin's name, tagged on refusal log lines.
     plugin: String,
     host_calls: AtomicU64,
+    /// Host calls under way: a host call can lead to nested ones (lowering its result
+    /// runs the guest's allocator, which may grow memory).
+    open_host_calls: AtomicU32,
+    /// The nesting depth of the open host call that went over `max_host_calls` and has
+    /// been neither refused nor ended yet; 0 when there is none.
+    over_limit_call: AtomicU32,
     generated_tokens: AtomicU64,
     embed_inputs: AtomicU64,
     /// Limits already logged: a plugin that keeps hitting one limit gets one warning,
@@ -45,6 +63,8 @@ impl RunUsage {
         RunUsage {
             plugin: plugin.to_string(),
             host_calls: AtomicU64::new(0),
+            open_host_calls: AtomicU32::new(0),
+            over_limit_call: AtomicU32::new(0),
             generated_tokens: AtomicU64::new(0),
             embed_inputs: AtomicU64::new(0),
             logged: Mutex::new(BTreeSet::new()),
@@ -65,17 +85,68 @@ impl RunUsage {
         refusal.into()
     }
 
-    /// Counts one call into a `lantern:ai` interface; refuses it past `max_host_calls`.
-    pub fn host_call(&self, policy: &Policy) -> LanternResult<()> {
-        let count = self.host_calls.fetch_add(1, Ordering::Relaxed) + 1;
-        if count > policy.max_host_calls {
-            return Err(self.refuse(Limit::HostCalls.refusal(format!(
-                "this run has made {} host calls; the limit is {}",
-                count - 1,
-                policy.max_host_calls
-            ))));
+    /// The call hook, as the guest calls into the host: counts the call, and marks it
+    /// when it is past `limit` (see the module's comment for what then happens to it).
+    ///
+    /// This runs on every host call, so it is cheap: a plain load and store per counter
+    /// rather than a locked read-modify-write, which is safe because only the run's own
+    /// store writes them (its hook and its host calls, one at a time).
+    pub fn host_call_entered(&self, limit: u64) {
+        let depth = self.open_host_calls.load(Ordering::Relaxed) + 1;
+        self.open_host_calls.store(depth, Ordering::Relaxed);
+        let count = self.host_calls.load(Ordering::Relaxed) + 1;
+        self.host_calls.store(count, Ordering::Relaxed);
+        // An outer call already marked ends the run anyway; keep its mark.
+        if count > limit && self.over_limit_call.load(Ordering::Relaxed) == 0 {
+            self.over_limit_call.store(depth, Ordering::Relaxed);
+        }
+    }
+
+    /// The call hook, as the innermost host call returns to the guest: `Err` (logged once)
+    /// when that call went over `limit` and did not refuse itself, a WASI call or one that
+    /// has no error to return; the runtime ends the run with it.
+    pub fn host_call_returned(&self, limit: u64) -> LanternResult<()> {
+        let depth = self.open_host_calls.load(Ordering::Relaxed);
+        self.open_host_calls.store(depth.saturating_sub(1), Ordering::Relaxed);
+        if depth != 0 && self.over_limit_call.load(Ordering::Relaxed) == depth {
+            self.over_limit_call.store(0, Ordering::Relaxed);
+            return Err(self.host_calls_refusal(limit));
         }
         Ok(())
+    }
+
+    /// The innermost open "host call" is the runtime's own, not one the plugin made (an
+    /// epoch tick, which comes with time, or memory growth, which the memory limit bounds):
+    /// it is not counted. Outside any host call (instantiation) there is nothing to take back.
+    pub fn not_a_host_call(&self) {
+        let depth = self.open_host_calls.load(Ordering::Relaxed);
+        if depth == 0 {
+            return;
+        }
+        let count = self.host_calls.load(Ordering::Relaxed);
+        self.host_calls.store(count.saturating_sub(1), Ordering::Relaxed);
+        if self.over_limit_call.load(Ordering::Relaxed) == depth {
+            self.over_limit_call.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Asked by each `lantern:ai` call that can fail, first thing: `Err`, the typed refusal
+    /// (logged once), when this call is the one the call hook found past `max_host_calls`.
+    /// It does not count the call: the hook did.
+    pub fn host_call(&self, policy: &Policy) -> LanternResult<()> {
+        let depth = self.open_host_calls.load(Ordering::Relaxed);
+        if depth != 0 && self.over_limit_call.load(Ordering::Relaxed) == depth {
+            self.over_limit_call.store(0, Ordering::Relaxed);
+            return Err(self.host_calls_refusal(policy.max_host_calls));
+        }
+        Ok(())
+    }
+
+    fn host_calls_refusal(&self, limit: u64) -> LanternError {
+        let made = self.host_calls.load(Ordering::Relaxed).saturating_sub(1);
+        self.refuse(Limit::HostCalls.refusal(format!(
+            "this run has made {made} host calls (WASI calls included); the limit is {limit}"
+        )))
     }
 
     /// Charges `tokens` (a generation's `max-tokens`) to the run up front, so the run's
@@ -129,7 +200,7 @@ mod tests {
 
     #[test]
     fn per_run_budgets_add_up_and_refunds_return_what_was_not_used() {
-        let policy = Policy { max_generated_tokens_per_run: 100, max_embed_inputs_per_run: 5, max_host_calls: 2, ..Policy::default() };
+        let policy = Policy { max_generated_tokens_per_run: 100, max_embed_inputs_per_run: 5, ..Policy::default() };
         let usage = RunUsage::new("test");
         usage.reserve_tokens(&policy, 60).unwrap();
         assert!(matches!(usage.reserve_tokens(&policy, 60), Err(LanternError::LimitExceeded(_))));
@@ -140,9 +211,58 @@ mod tests {
         usage.embed_inputs(&policy, 5).unwrap();
         let Err(LanternError::LimitExceeded(message)) = usage.embed_inputs(&policy, 1) else { panic!() };
         assert!(message.contains("--max-embed-inputs-per-run") && message.contains("limits.max_embed_inputs_per_run"), "{message}");
+    }
 
-        usage.host_call(&policy).unwrap();
-        usage.host_call(&policy).unwrap();
-        assert!(usage.host_call(&policy).is_err());
+    /// One host call as the runtime's call hook brackets it, with `body` as the host function.
+    fn call(usage: &RunUsage, limit: u64, body: impl FnOnce()) -> LanternResult<()> {
+        usage.host_call_entered(limit);
+        body();
+        usage.host_call_returned(limit)
+    }
+
+    #[test]
+    fn host_calls_past_the_limit_are_refused_typed_or_end_the_run() {
+        let policy = Policy { max_host_calls: 2, ..Policy::default() };
+        let usage = RunUsage::new("test");
+        let answered = std::cell::Cell::new(None);
+        let lantern_call = || answered.set(Some(usage.host_call(&policy).is_ok()));
+        // Two calls of any kind are within the limit.
+        call(&usage, 2, || {}).unwrap();
+        call(&usage, 2, lantern_call).unwrap();
+        assert_eq!(answered.get(), Some(true));
+        // The third, a `lantern:ai` call: refused typed, and the run goes on.
+        call(&usage, 2, lantern_call).unwrap();
+        assert_eq!(answered.get(), Some(false));
+        // The fourth, a WASI call: nothing refuses it, so it ends the run as it returns.
+        let Err(LanternError::LimitExceeded(message)) = call(&usage, 2, || {}) else { panic!() };
+        assert!(message.contains("made 3 host calls") && message.contains("--max-host-calls"), "{message}");
+        assert_eq!(usage.report().host_calls, 4);
+    }
+
+    #[test]
+    fn the_runtime_s_own_exits_are_not_host_calls() {
+        let usage = RunUsage::new("test");
+        // Instantiation grows memory outside any host call: nothing to take back.
+        usage.not_a_host_call();
+        // An epoch tick past the limit is not a call, and does not end the run.
+        usage.host_call_entered(1);
+        usage.not_a_host_call();
+        usage.host_call_returned(1).unwrap();
+        assert_eq!(usage.report().host_calls, 0);
+        // A lantern:ai call within the limit whose result lowering grows memory.
+        usage.host_call_entered(1);
+        usage.host_call(&Policy { max_host_calls: 1, ..Policy::default() }).unwrap();
+        usage.host_call_entered(1);
+        usage.not_a_host_call();
+        usage.host_call_returned(1).unwrap();
+        usage.host_call_returned(1).unwrap();
+        // A WASI call past the limit whose result lowering grows memory: the outer call,
+        // not the growth, ends the run.
+        usage.host_call_entered(1);
+        usage.host_call_entered(1);
+        usage.not_a_host_call();
+        usage.host_call_returned(1).unwrap();
+        assert!(usage.host_call_returned(1).is_err());
+        assert_eq!(usage.report().host_calls, 2);
     }
 }

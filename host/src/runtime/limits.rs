@@ -1,17 +1,26 @@
 //! The store's resource limiter: wasmtime's `StoreLimits`, plus a record of whether a
 //! memory growth was refused, so a guest that aborts after its allocation failed is
 //! reported as out of memory rather than as an anonymous trap.
+//!
+//! It also tells the host-call count that a growth is not a host call: wasmtime runs
+//! `memory.grow` and `table.grow` as calls into the runtime, which its call hook sees
+//! like any import, but the memory limit, not the host-call limit, is what bounds them.
+
+use std::sync::Arc;
 
 use wasmtime::{ResourceLimiter, StoreLimits};
+
+use crate::policy::RunUsage;
 
 pub struct RunLimits {
     limits: StoreLimits,
     memory_refused: bool,
+    usage: Arc<RunUsage>,
 }
 
 impl RunLimits {
-    pub fn new(limits: StoreLimits) -> Self {
-        RunLimits { limits, memory_refused: false }
+    pub fn new(limits: StoreLimits, usage: Arc<RunUsage>) -> Self {
+        RunLimits { limits, memory_refused: false, usage }
     }
 
     /// True once the plugin asked for more linear memory than it may have.
@@ -22,6 +31,7 @@ impl RunLimits {
 
 impl ResourceLimiter for RunLimits {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.usage.not_a_host_call();
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         self.memory_refused |= !allowed;
         Ok(allowed)
@@ -33,6 +43,7 @@ impl ResourceLimiter for RunLimits {
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.usage.not_a_host_call();
         self.limits.table_growing(current, desired, maximum)
     }
 

@@ -3,7 +3,9 @@
 //! Each `run` gets a fresh store: WASI with no preopened directories, no network, no
 //! environment (unless the policy grants them), a memory limit, and epoch interruption
 //! that makes a busy guest yield to the async runtime every tick, so a plugin stuck in a
-//! loop cannot starve other plugins, and a timeout can stop it.
+//! loop cannot starve other plugins, and a timeout can stop it. The store's call hook
+//! counts every call the guest makes into the host, WASI's included, against the run's
+//! host-call limit (see `policy/usage.rs`).
 //!
 //! A plugin is compiled once (through the on-disk [`CompileCache`] when the host has one)
 //! and its imports are resolved once, at load, into an `InstancePre`; a run only
@@ -30,14 +32,14 @@ use std::time::Duration;
 
 use thiserror::Error;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{CallHook, Config, Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::policy::{Limit, Policy, RunUsage, UsageReport};
 use crate::registry::ModelRegistry;
 use bindings::PipelinePre;
-pub use compile_cache::{CacheOutcome, CompileCache};
+pub use compile_cache::{CacheOutcome, CacheSize, CompileCache};
 use limits::RunLimits;
 pub use state::PluginState;
 use state::LimitTrap;
@@ -278,10 +280,10 @@ impl PluginRuntime {
             .tables(64)
             .memories(16)
             .build();
-        let limits = RunLimits::new(limits);
-        let memory_limit = policy.max_memory_bytes;
-        let (timeout, cpu_budget) = (policy.timeout, policy.cpu_budget);
         let usage = Arc::new(RunUsage::new(&plugin.name));
+        let limits = RunLimits::new(limits, usage.clone());
+        let memory_limit = policy.max_memory_bytes;
+        let (timeout, cpu_budget, host_call_limit) = (policy.timeout, policy.cpu_budget, policy.max_host_calls);
         let state = PluginState {
             plugin: plugin.name.clone(),
             policy: Arc::new(policy),
@@ -295,8 +297,27 @@ impl PluginRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
+        // wasmtime has no per-call hook on the linker, and WASI's functions are its own;
+        // the store's call hook is the one place that sees every call into the host, WASI
+        // and lantern:ai alike, so it is where they are counted (once: the lantern:ai
+        // functions only ask whether they are the call that went over).
+        let meter = usage.clone();
+        store.call_hook(move |_, hook| {
+            match hook {
+                CallHook::CallingHost => meter.host_call_entered(host_call_limit),
+                CallHook::ReturningFromHost => meter.host_call_returned(host_call_limit).map_err(LimitTrap::from_refusal)?,
+                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
+        });
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        // Yield to the async runtime at every tick (as `epoch_deadline_async_yield_and_update`
+        // would); the tick reaches the call hook as a call into the runtime, which the plugin
+        // did not make: it is not counted, or a long computation would run out of host calls.
+        store.epoch_deadline_callback(|store| {
+            store.data().usage.not_a_host_call();
+            Ok(UpdateDeadline::Yield(1))
+        });
 
         let call = async {
             // Instantiation runs guest code too (start functions): a trap there is the plugin's.
@@ -318,7 +339,7 @@ impl PluginRuntime {
             }
         };
         let result = result.map_err(|error| {
-            // A host call with no error to return went over the host-call limit.
+            // A host call with no error to return (WASI's, logging) went over the host-call limit.
             if let Some(LimitTrap(message)) = error.downcast_ref::<LimitTrap>() {
                 return PluginError::LimitExceeded(message.clone());
             }

@@ -28,28 +28,36 @@ pub struct PluginState {
     pub token_reservations: std::collections::HashMap<u32, u64>,
 }
 
-/// The trap that ends a run when a host call that has no error to return (logging,
-/// `allowed`) goes over the run's host-call limit; the runtime reports it as
-/// [`PluginError::LimitExceeded`](super::PluginError::LimitExceeded).
+/// The trap that ends a run when a host call goes over the run's host-call limit and
+/// has no error to return it as (a WASI call, logging, `allowed`); the runtime reports
+/// it as [`PluginError::LimitExceeded`](super::PluginError::LimitExceeded).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct LimitTrap(pub String);
 
+impl LimitTrap {
+    /// The trap for a refusal that has no other way to reach the plugin.
+    pub fn from_refusal(error: crate::error::LanternError) -> wasmtime::Error {
+        let message = match error {
+            crate::error::LanternError::LimitExceeded(message) => message,
+            other => other.to_string(),
+        };
+        wasmtime::Error::new(LimitTrap(message))
+    }
+}
+
 impl PluginState {
-    /// Counts a `lantern:ai` call; `Err` is the typed refusal past the run's limit.
+    /// Asked first by a `lantern:ai` call that can fail: `Err` is the typed refusal of
+    /// the call that went over the run's host-call limit. The call was counted by the
+    /// store's call hook, with every other host call (see `policy/usage.rs`).
     pub fn host_call(&self) -> LanternResult<()> {
         self.usage.host_call(&self.policy)
     }
 
-    /// Counts a call that cannot return an error: past the limit it ends the run.
+    /// The same for a call that cannot return an error: past the limit it ends the run
+    /// before doing anything (the call hook would end it as it returns anyway).
     pub fn infallible_host_call(&self) -> wasmtime::Result<()> {
-        self.host_call().map_err(|error| {
-            let message = match error {
-                crate::error::LanternError::LimitExceeded(message) => message,
-                other => other.to_string(),
-            };
-            wasmtime::Error::new(LimitTrap(message))
-        })
+        self.host_call().map_err(LimitTrap::from_refusal)
     }
 }
 
