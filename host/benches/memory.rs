@@ -41,7 +41,9 @@ fn main() {
     let probe = root().join("guests/target/wasm32-wasip2/release/probe.wasm");
     assert!(probe.is_file(), "build the guests first: (cd guests && cargo build --release)");
     // The weights a user downloads: MiniLM's safetensors and SmolLM2's GGUF.
-    let files = std::fs::metadata(minilm_dir.join("model.safetensors")).unwrap().len() + std::fs::metadata(smollm2_dir.join(GGUF)).unwrap().len();
+    let minilm_bytes = std::fs::metadata(minilm_dir.join("model.safetensors")).unwrap().len();
+    let smollm2_bytes = std::fs::metadata(smollm2_dir.join(GGUF)).unwrap().len();
+    let files = minilm_bytes + smollm2_bytes;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
@@ -58,6 +60,7 @@ fn main() {
         let baseline = status_mib("VmRSS:");
 
         host.registry().text_embedder(MINILM, None).await.unwrap();
+        let with_minilm = status_mib("VmRSS:");
         host.registry().text_generator(SMOLLM2, None).await.unwrap();
         let loaded = status_mib("VmRSS:");
         let after_load_peak = status_mib("VmHWM:");
@@ -100,7 +103,8 @@ fn main() {
         println!("| measure | MiB | × model files |");
         println!("|---|---:|---:|");
         println!("| host with the probe plugin loaded, no model | {baseline:.1} | {:.2} |", baseline / files);
-        println!("| both models loaded | {loaded:.1} | {:.2} |", loaded / files);
+        println!("| MiniLM loaded ({:.1} MiB file) | {with_minilm:.1} (+{:.1}) | {:.2} |", mib(minilm_bytes), with_minilm - baseline, with_minilm / files);
+        println!("| both models loaded ({:.1} MiB SmolLM2 file) | {loaded:.1} (+{:.1}) | {:.2} |", mib(smollm2_bytes), loaded - with_minilm, loaded / files);
         println!("| peak while loading (VmHWM) | {after_load_peak:.1} | {:.2} |", after_load_peak / files);
         println!("| highest sampled, {PLUGINS} plugins running ({ROUNDS} rounds, {:.1} s) | {highest_during:.1} | {:.2} |", elapsed.as_secs_f64(), highest_during / files);
         println!("| peak of the whole run (VmHWM) | {peak:.1} | {:.2} |", peak / files);
