@@ -2,14 +2,14 @@
 //! panic boundary (`registry::run_blocking` for loads and one-shot calls, `catch_unwind` on
 //! the worker of a text or image stream); this file proves the boundary holds for every
 //! family the host has, each with a tiny checkpoint that makes that family's native code
-//! panic (sd3.5 and flux: none could be made, see below). For each one:
+//! panic. For each one:
 //!
 //! - the call fails with the typed `LanternError::InferenceFailed`, its message says the
 //!   work "panicked" and names the boundary that caught it (the model load, a one-shot
 //!   call, or the generation's stream);
-//! - it fails the same way a second time (a failed load is not kept);
-//! - the same host then loads a sound checkpoint of the same family and answers exactly
-//!   as a fresh host that never saw the panic does.
+//! - it fails the same way a second time (a failed load or generation is not kept);
+//! - the same host then loads a sound checkpoint of the same family (sd3.5 and flux: of
+//!   CLIP, see below) and answers exactly as a fresh host that never saw the panic does.
 //!
 //! | family | checkpoint field that makes it panic | panics in | caught by |
 //! |---|---|---|---|
@@ -26,7 +26,7 @@
 //! | GGUF gemma3, deepseek2 | `tokenizer.ggml.token_type` one entry longer than the vocabulary, a control token (`gguf/tokenizer.rs` indexes the token list with it) | load | `run_blocking` |
 //! | llava | `language_model.model.layers.0.input_layernorm.weight` stored as BOOL: the host checks its name and shape, candle's `Llama::load` unwraps the dtype error | load | `run_blocking` |
 //! | clip | `text_config.max_position_embeddings: 0` with a 0-row position table: `max_positions - 1` overflows (see below) | embedding texts | `run_blocking` |
-//! | sd3.5, flux | none reachable (see below): typed error only | | |
+//! | sd3.5, flux | the shared `google/t5-v1_1-xxl` config.json `relative_attention_num_buckets: 1`, the T5 weights' bucket table cut to its one row: `buckets / 2 - 1` overflows (see below) | encoding the prompt | the image stream's `catch_unwind` |
 //!
 //! Where no field reaches a panic in the family's own code:
 //! - gemma3 and deepseek2: their loaders refuse zero or inconsistent head counts, windows,
@@ -44,13 +44,14 @@
 //!   at load, tokenizer truncation is turned off, token ids are checked against the
 //!   encoders' vocabularies. Tried: zero and non-dividing heads, one joint block fewer than
 //!   the width implies (refused at load), tensors of a dtype candle cannot load (candle
-//!   returns errors and nothing here unwraps them), 0 text positions (refused). The one
-//!   native panic found is the T5's `relative_attention_num_buckets: 1` (a u32 underflow in
-//!   candle's bucket code, under overflow checks, while encoding the prompt), but the T5
-//!   config comes from the shared `google/t5-v1_1-xxl` repo, whose id both loaders fix, so
-//!   a second model of the family in the same host cannot have one of its own. Their tests
-//!   prove the typed error and that the sound model still generates afterwards; the image
-//!   stream's `catch_unwind` (`registry::generate_image`) is not reached by a panic here.
+//!   returns errors and nothing here unwraps them), 0 text positions (refused); their tests
+//!   prove the typed error and that the sound model still generates afterwards. The one
+//!   native panic found is in the T5 both share: `relative_attention_num_buckets: 1` (a u32
+//!   underflow in candle's bucket code while encoding the prompt, inside `generate`). It
+//!   panics only under overflow checks (a release build wraps, and the model answers, which
+//!   the tests expect there), and the T5 config comes from the shared `google/t5-v1_1-xxl`
+//!   repo, whose id both loaders fix: no second model of the family in the same host can
+//!   have a sound one, so the same host is then asked for a CLIP embedding.
 
 mod support;
 #[path = "support/tiny_gguf.rs"]
@@ -137,6 +138,8 @@ enum Boundary {
     Call(&'static str),
     /// `catch_unwind` on the worker thread of a text stream (`registry::stream_text`).
     Stream,
+    /// `catch_unwind` on the worker thread of an image stream (`registry::generate_image`).
+    ImageStream,
 }
 
 /// How the broken checkpoint must fail.
@@ -147,6 +150,9 @@ enum Failure {
     /// No native panic is reachable from a checkpoint: the family refuses it with this
     /// error kind, whose message contains this text.
     Refused(fn(&LanternError) -> bool, &'static str),
+    /// None: the checkpoint answers soundly (a release build, where an overflow that
+    /// panics under overflow checks wraps instead).
+    Answers,
 }
 
 impl Failure {
@@ -160,6 +166,7 @@ impl Failure {
                     Boundary::Load => "loading the model panicked: ".to_string(),
                     Boundary::Call(what) => format!("{what} panicked: "),
                     Boundary::Stream => format!("{key}: the generation panicked"),
+                    Boundary::ImageStream => format!("{key}: the image generation panicked"),
                 };
                 assert!(message.contains(&expected), "{key}: expected {expected:?} in {message:?}");
             }
@@ -168,6 +175,7 @@ impl Failure {
                 assert!(error.to_string().contains(says), "{key}: expected {says:?} in {error}");
                 assert!(!error.to_string().contains("panicked"), "{key}: {error}");
             }
+            Failure::Answers => panic!("{key}: expected an answer, got {error:?}"),
         }
     }
 }
@@ -298,6 +306,11 @@ impl Setup {
     /// host `broken` fails twice as `failure` says, and `sound` answers there exactly as
     /// in the fresh host.
     async fn check(self, call: Call, sound: &str, broken: &str, failure: Failure) {
+        self.check_calls((call, sound), (call, broken), failure).await;
+    }
+
+    /// [`Setup::check`] with a call of its own for each model (`sound` may be of another family).
+    async fn check_calls(self, (sound_call, sound): (Call, &str), (call, broken): (Call, &str), failure: Failure) {
         let mut mirror = Mirror::builder();
         for (repo, dir) in &self.repos {
             mirror = mirror.repo(repo.as_str(), dir);
@@ -312,15 +325,17 @@ impl Setup {
         };
         let (fresh_cache, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
 
-        let reference = bounded(sound, answer(&host(fresh_cache.path()), call, sound)).await;
+        let reference = bounded(sound, answer(&host(fresh_cache.path()), sound_call, sound)).await;
         let reference = reference.unwrap_or_else(|e| panic!("{sound}: {e}"));
         reference.assert_sound(sound);
 
         let host = host(cache.path());
         for _ in 0..2 {
-            let outcome = bounded(broken, answer(&host, call, broken)).await;
-            let error = outcome.err().unwrap_or_else(|| panic!("{broken} answered"));
-            failure.assert(broken, &error);
+            match (bounded(broken, answer(&host, call, broken)).await, failure) {
+                (Ok(answer), Failure::Answers) => answer.assert_sound(broken),
+                (Ok(_), _) => panic!("{broken} answered"),
+                (Err(error), failure) => failure.assert(broken, &error),
+            }
         }
         bounded("the end of the failed streams", async {
             while host.registry().active_generations() > 0 {
@@ -328,8 +343,8 @@ impl Setup {
             }
         })
         .await;
-        // The same host: the sound model of the family loads and answers as in a fresh one.
-        let after = bounded(sound, answer(&host, call, sound)).await.unwrap_or_else(|e| panic!("{sound} after {broken}: {e}"));
+        // The same host: the sound model loads and answers as in a fresh one.
+        let after = bounded(sound, answer(&host, sound_call, sound)).await.unwrap_or_else(|e| panic!("{sound} after {broken}: {e}"));
         assert!(after == reference, "{sound}: the answer after {broken}'s failures differs from a fresh host's");
     }
 }
@@ -688,4 +703,49 @@ async fn flux_checkpoint_with_heads_that_do_not_divide_its_width_is_refused() {
     });
     let refused = Failure::Refused(|e| matches!(e, LanternError::ModelNotSupported(_)), "is not a whole number of heads");
     setup.check(Call::Image, FLUX, BROKEN, refused).await;
+}
+
+/// The tiny image model `key` (its repos written by `write`) with a T5 of one relative
+/// position bucket: `relative_attention_num_buckets: 1` in the shared `google/t5-v1_1-xxl`
+/// config, and the bucket table of the T5 weights (`weights`: repo, file) cut to its one
+/// row, so that the model loads. Encoding the prompt computes `buckets / 2 - 1` in u32: an
+/// overflow, which panics where overflow checks are on (this test build) on the image
+/// stream's worker; a release build wraps, stays in the table, and the model answers.
+/// The shared repo is the whole host's, so the sound model asked after is CLIP's.
+async fn check_one_bucket_t5(write: fn(&Path) -> Vec<(&'static str, PathBuf)>, key: &str, (repo, file): (&str, &str)) {
+    use support::tiny_clip::{clip_base, CLIP_BASE};
+    let t5_repo = lantern::catalog::text_encoder_repos::t5_xxl().repo;
+    let mut setup = Setup::new();
+    setup.repo(CLIP_BASE, clip_base);
+    for (id, dir) in write(&setup.folder("image")) {
+        if id == t5_repo {
+            edit_json(&dir.join("config.json"), |c| c["relative_attention_num_buckets"] = 1.into());
+        }
+        if id == repo {
+            edit_safetensors(&dir.join(file), |name, raw| {
+                Some(match name.ends_with("relative_attention_bias.weight") {
+                    true => Raw { bytes: raw.bytes[..raw.bytes.len() / raw.shape[0]].to_vec(), shape: vec![1, raw.shape[1]], dtype: raw.dtype },
+                    false => raw,
+                })
+            });
+        }
+        setup.serve(id, dir);
+    }
+    let failure = match cfg!(debug_assertions) {
+        true => Failure::Panic(Boundary::ImageStream),
+        false => Failure::Answers,
+    };
+    setup.check_calls((Call::Clip, CLIP_BASE), (Call::Image, key), failure).await;
+}
+
+#[tokio::test]
+async fn sd35_t5_with_one_bucket_panics_while_generating() {
+    use support::tiny_sd35::REPO;
+    check_one_bucket_t5(support::tiny_sd35::write, REPO, (REPO, "text_encoders/t5xxl_fp16.safetensors")).await;
+}
+
+#[tokio::test]
+async fn flux_t5_with_one_bucket_panics_while_generating() {
+    use support::tiny_flux::{FLUX, T5};
+    check_one_bucket_t5(support::tiny_flux::write, FLUX, (T5, "model.safetensors")).await;
 }
