@@ -45,16 +45,9 @@ const MAX_TOKENS: usize = 128;
 const RUNS: usize = 3;
 const MODE_VAR: &str = "LANTERN_BENCH_MODE";
 
-/// Plain text (no chat template), so the continuation runs the full 128 tokens.
-const PROMPT: &str = "The lighthouse stood on a narrow spit of rock at the mouth of the harbour, and for more than a hundred \
-years its keepers had written down everything that happened within sight of the lamp. The logbooks filled a whole wall \
-of the lower room: storms and calms, ships that came in late, fishing boats that never came back, the winter the harbour \
-froze from one side to the other, the summer a whale slept for three days beside the northern pier. The last keeper, a \
-quiet woman named Ada Mercer, kept writing even after the lamp was automated and nobody asked her to. She wrote about the \
-colour of the water in the morning, about the gulls that argued on the railing, about the children who came out on \
-Sundays to look at the great glass lens. When the harbour board finally decided to close the station, she carried the \
-logbooks up the spiral stairs one by one and read the oldest of them aloud to the empty sea. On the last page of the \
-last book she wrote";
+/// Plain text (no chat template), so the continuation runs the full 128 tokens; shared with
+/// tests/llama_engine.rs, which checks the host's accuracy on it.
+const PROMPT: &str = include_str!("../../tests/fixtures/generation_prompt.txt");
 
 /// The source tree, or a packed copy of what the bench reads (LANTERN_ROOT, scripts/gpu-check.sh).
 fn workspace_root() -> PathBuf {
