@@ -15,25 +15,13 @@ use std::net::SocketAddr;
 use lantern::{Policy, Stdio};
 use serde_json::Value;
 use support::{guest, json};
-use tiny_gguf::{Arch, Spec, VocabStyle};
+use tiny_gguf::{Arch, Spec};
 
 const REPO: &str = "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF";
 const STEM: &str = "Qwen3-Coder-30B-A3B-Instruct";
 
 fn spec(seed: u64) -> Spec {
-    Spec {
-        arch: Arch::Qwen3Moe,
-        vocab: VocabStyle::Gpt2 { pre: "qwen2" },
-        specials: &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        bos: None,
-        eos: "<|im_end|>",
-        add_bos: false,
-        chat_template: None,
-        context_length: 256,
-        seed,
-        experts: 4,
-        experts_used: 2,
-    }
+    Spec::qwen(Arch::Qwen3Moe, seed)
 }
 
 struct World {

@@ -73,7 +73,7 @@ use lantern::image_codec::DecodeLimits;
 use lantern::registry::ImageEvent;
 use lantern::{Capability, Catalog, CatalogEntry, Family, Host, LanternError, LanternResult};
 use support::tiny;
-use tiny_gguf::{Arch, Spec, VocabStyle};
+use tiny_gguf::{Arch, Spec};
 
 /// Every call must end within this; a hang fails the test instead of stalling the suite.
 const BOUND: Duration = Duration::from_secs(60);
@@ -400,21 +400,6 @@ fn edit_safetensors(path: &Path, mut edit: impl FnMut(&str, Raw) -> Option<Raw>)
 type Metadata = HashMap<String, Value>;
 type Tensors = BTreeMap<String, QTensor>;
 
-fn spec(arch: Arch, seed: u64) -> Spec {
-    Spec {
-        arch,
-        vocab: VocabStyle::Gpt2 { pre: "qwen2" },
-        specials: &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        bos: None,
-        eos: "<|im_end|>",
-        add_bos: false,
-        chat_template: None,
-        context_length: 256,
-        seed,
-        experts: 4,
-        experts_used: 2,
-    }
-}
 
 /// Rewrites the GGUF at `path` with `edit` made to its metadata and tensors (kept in
 /// their stored formats).
@@ -445,7 +430,7 @@ fn f32_tensor(values: Vec<f32>) -> QTensor {
 /// A tiny qwen3 checkpoint (tiny_gguf) turned into architecture `to`: the metadata keys
 /// renamed, the per-head norms of queries and keys dropped unless `to` has them.
 fn from_qwen3(path: &Path, to: &str, seed: u64, keep_head_norms: bool, edit: impl FnOnce(&mut Metadata, &mut Tensors)) {
-    tiny_gguf::write(&spec(Arch::Qwen3, seed), path);
+    tiny_gguf::write(&Spec::qwen(Arch::Qwen3, seed), path);
     edit_gguf(path, |metadata, tensors| {
         let keys: Vec<String> = metadata.keys().filter(|key| key.starts_with("qwen3.")).cloned().collect();
         for key in keys {
@@ -576,7 +561,7 @@ async fn gguf_qwen2_zero_heads() {
 async fn gguf_qwen3_zero_kv_heads() {
     let edit = |md: &mut Metadata| set(md, "qwen3.attention.head_count_kv", Value::U32(0));
     let make: fn(&Path) = |path| {
-        tiny_gguf::write(&spec(Arch::Qwen3, 24), path);
+        tiny_gguf::write(&Spec::qwen(Arch::Qwen3, 24), path);
     };
     check_gguf(make, "panic-test/tiny-qwen3", "panic-test/qwen3-zero-kv-heads", edit, Boundary::Load).await;
 }
@@ -585,7 +570,7 @@ async fn gguf_qwen3_zero_kv_heads() {
 async fn gguf_qwen3_moe_zero_heads() {
     let edit = |md: &mut Metadata| set(md, "qwen3moe.attention.head_count", Value::U32(0));
     let make: fn(&Path) = |path| {
-        tiny_gguf::write(&spec(Arch::Qwen3Moe, 25), path);
+        tiny_gguf::write(&Spec::qwen(Arch::Qwen3Moe, 25), path);
     };
     check_gguf(make, "panic-test/tiny-qwen3moe", "panic-test/qwen3moe-zero-heads", edit, Boundary::Load).await;
 }
@@ -599,7 +584,7 @@ async fn gguf_gemma3_control_token_past_the_vocabulary() {
 #[tokio::test]
 async fn gguf_deepseek2_control_token_past_the_vocabulary() {
     let make: fn(&Path) = |path| {
-        tiny_gguf::write(&spec(Arch::DeepSeek2, 26), path);
+        tiny_gguf::write(&Spec::qwen(Arch::DeepSeek2, 26), path);
     };
     check_gguf(make, "panic-test/tiny-deepseek2", "panic-test/deepseek2-bad-token-types", control_token_past_the_vocabulary, Boundary::Load)
         .await;

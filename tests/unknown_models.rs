@@ -24,19 +24,7 @@ async fn world() -> World {
     let files = tempfile::tempdir().unwrap();
     let gguf = files.path().join("gguf");
     std::fs::create_dir_all(&gguf).unwrap();
-    let spec = tiny_gguf::Spec {
-        arch: tiny_gguf::Arch::Qwen3,
-        vocab: tiny_gguf::VocabStyle::Gpt2 { pre: "qwen2" },
-        specials: &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        bos: None,
-        eos: "<|im_end|>",
-        add_bos: false,
-        chat_template: None,
-        context_length: 256,
-        seed: 11,
-        experts: 0,
-        experts_used: 0,
-    };
+    let spec = tiny_gguf::Spec { experts: 0, experts_used: 0, ..tiny_gguf::Spec::qwen(tiny_gguf::Arch::Qwen3, 11) };
     tiny_gguf::write(&spec, &gguf.join("tiny-qwen3-Q8_0.gguf"));
     let mamba = files.path().join("mamba");
     std::fs::create_dir_all(&mamba).unwrap();

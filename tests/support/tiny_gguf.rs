@@ -69,6 +69,27 @@ pub struct Spec {
     pub experts_used: usize,
 }
 
+impl Spec {
+    /// A Qwen-style checkpoint (GPT-2 byte-level BPE with the `qwen2` pre-tokenizer, ChatML
+    /// specials, no BOS, no template): what most tests need when the vocabulary is not the
+    /// point. Four experts, two per token, where the architecture has experts.
+    pub fn qwen(arch: Arch, seed: u64) -> Spec {
+        Spec {
+            arch,
+            vocab: VocabStyle::Gpt2 { pre: "qwen2" },
+            specials: &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+            bos: None,
+            eos: "<|im_end|>",
+            add_bos: false,
+            chat_template: None,
+            context_length: 256,
+            seed,
+            experts: 4,
+            experts_used: 2,
+        }
+    }
+}
+
 const TYPE_NORMAL: i32 = 1;
 const TYPE_UNKNOWN: i32 = 2;
 const TYPE_CONTROL: i32 = 3;
