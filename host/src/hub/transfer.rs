@@ -37,11 +37,6 @@ const HASH_POLL: Duration = Duration::from_millis(50);
 /// Longest a received byte waits in the buffer: on slow links progress and the
 /// sidecar still move several times a second.
 const WRITE_AT_LEAST_EVERY: Duration = Duration::from_millis(200);
-/// Bytes a transfer takes in before it lets the runtime's other tasks run: on a fast link
-/// hyper has the next chunk ready at every poll, and one transfer would otherwise keep the
-/// thread until tokio's cooperative budget ran out while the other ranges waited. 256 KiB
-/// is ~0.3 ms of copying here (BENCHMARKS.md, "Downloads").
-const YIELD_EVERY: usize = 256 << 10;
 /// How often progress is published.
 const PROGRESS_EVERY: Duration = Duration::from_millis(60);
 /// How often the sidecar is rewritten while parts are moving.
@@ -416,7 +411,6 @@ async fn stream_range(shared: &Shared, index: usize) -> Result<(), Failure> {
     let mut received = 0u64;
     let mut buffer = Vec::with_capacity(WRITE_BUFFER);
     let mut last_write = Instant::now();
-    let mut since_yield = 0usize;
     let mut body = response.bytes_stream();
     let outcome = loop {
         match tokio::time::timeout(config.stall_timeout, body.next()).await {
@@ -437,11 +431,6 @@ async fn stream_range(shared: &Shared, index: usize) -> Result<(), Failure> {
                 }
                 received += chunk.len() as u64;
                 buffer.extend_from_slice(&chunk);
-                since_yield += chunk.len();
-                if since_yield >= YIELD_EVERY {
-                    since_yield = 0;
-                    tokio::task::yield_now().await;
-                }
                 if buffer.len() >= WRITE_BUFFER || last_write.elapsed() >= WRITE_AT_LEAST_EVERY {
                     buffer = write_out(shared, index, buffer).await?;
                     last_write = Instant::now();
