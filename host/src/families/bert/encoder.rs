@@ -25,7 +25,7 @@ use crate::kernels::dense::{Activation, DenseLinear};
 use crate::kernels::parallel::{for_each_chunk, SharedMut};
 use crate::kernels::vector;
 
-/// The `config.json` keys this pass reads (the same keys candle's `bert::Config` reads).
+/// The `config.json` keys the family reads (the same keys candle's `bert::Config` reads).
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertShape {
     pub hidden_size: usize,
@@ -34,8 +34,23 @@ pub struct BertShape {
     pub intermediate_size: usize,
     pub hidden_act: String,
     pub layer_norm_eps: f64,
+    pub vocab_size: usize,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default)]
+    pub pad_token_id: u32,
     #[serde(default)]
     pub model_type: Option<String>,
+}
+
+fn default_max_positions() -> usize {
+    512
+}
+
+fn default_type_vocab() -> usize {
+    2
 }
 
 struct LayerNorm {
@@ -104,7 +119,8 @@ impl PackedBert {
         }
     }
 
-    pub fn load(weights: &VarBuilder, shape: &BertShape, vocab: usize, positions: usize, type_vocab: usize) -> candle_core::Result<Self> {
+    pub fn load(weights: &VarBuilder, shape: &BertShape) -> candle_core::Result<Self> {
+        let (vocab, positions, type_vocab) = (shape.vocab_size, shape.max_position_embeddings, shape.type_vocab_size);
         let activation = Self::supports(shape)
             .ok_or_else(|| candle_core::Error::Msg(format!("hidden_act {:?} has no packed kernel", shape.hidden_act)))?;
         // Checkpoints name their tensors `embeddings.…`, `bert.embeddings.…` or

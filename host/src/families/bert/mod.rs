@@ -32,26 +32,6 @@ struct SentenceBertConfig {
     max_seq_length: usize,
 }
 
-#[derive(Deserialize)]
-struct SizeConfig {
-    hidden_size: usize,
-    #[serde(default = "default_max_positions")]
-    max_position_embeddings: usize,
-    #[serde(default)]
-    pad_token_id: u32,
-    vocab_size: usize,
-    #[serde(default = "default_type_vocab")]
-    type_vocab_size: usize,
-}
-
-fn default_type_vocab() -> usize {
-    2
-}
-
-fn default_max_positions() -> usize {
-    512
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pooling {
     Mean,
@@ -114,7 +94,7 @@ fn wants_candle(device: &Device, shape: &BertShape) -> bool {
 pub type BertEmbedder = PipelineEmbedder<BertEncoder>;
 
 pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<BertEmbedder> {
-    let sizes: SizeConfig = loading::json_config(files, "config.json")?;
+    let shape: BertShape = loading::json_config(files, "config.json")?;
     let pooling: PoolingConfig = loading::json_config(files, "1_Pooling/config.json")?;
     let sentence: SentenceBertConfig = loading::json_config(files, "sentence_bert_config.json")?;
     let pooling = match (pooling.pooling_mode_mean_tokens, pooling.pooling_mode_cls_token) {
@@ -128,24 +108,19 @@ pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<BertEmbedder> 
     };
     let tokenizer = loading::tokenizer(files, "tokenizer.json")?;
     let weights = loading::safetensors(files, &["model.safetensors"], DType::F32, device)?;
-    let shape: BertShape = loading::json_config(files, "config.json")?;
     let network = if wants_candle(device, &shape) {
         let config: Config = loading::json_config(files, "config.json")?;
         Network::Candle(BertModel::load(weights, &config).map_err(|e| LanternError::inference("loading BERT weights", e))?)
     } else {
-        let positions = sizes.max_position_embeddings;
-        Network::Packed(
-            PackedBert::load(&weights, &shape, sizes.vocab_size, positions, sizes.type_vocab_size)
-                .map_err(|e| LanternError::inference("loading BERT weights", e))?,
-        )
+        Network::Packed(PackedBert::load(&weights, &shape).map_err(|e| LanternError::inference("loading BERT weights", e))?)
     };
     let rules = EmbedderRules {
         family: "BERT",
-        max_tokens: sentence.max_seq_length.min(sizes.max_position_embeddings),
-        pad_id: sizes.pad_token_id,
+        max_tokens: sentence.max_seq_length.min(shape.max_position_embeddings),
+        pad_id: shape.pad_token_id,
         prompts: Prompts::None,
         suffix: "",
-        dims: OutputDims::Native(sizes.hidden_size),
+        dims: OutputDims::Native(shape.hidden_size),
         max_batch: MAX_BATCH,
         attends_to_padding: false,
     };
