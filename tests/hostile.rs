@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hubmirror::{Faults, Mirror};
 use lantern::{CacheOutcome, Host, Plugin, PluginError, Policy, RunOutput, Stdio};
-use support::{guest, host, json, minilm_dir, minilm_mirror, smollm2_mirror, MINILM, SMOLLM2};
+use support::{guest, host, json, minilm_dir, minilm_mirror, mirror_of_repos, smollm2_mirror, MINILM, SMOLLM2};
 
 const SD35: &str = "stabilityai/stable-diffusion-3.5-large-turbo";
 const CLIP: &str = "openai/clip-vit-base-patch32";
@@ -487,12 +487,7 @@ async fn a_native_panic_in_model_code_ends_only_that_request() {
     const PANICKY: &str = "hostile/zero-heads-minilm";
     let repo = tempfile::tempdir().unwrap();
     panicking_minilm(repo.path());
-    let mirror = Mirror::builder()
-        .repo(MINILM, minilm_dir())
-        .repo(PANICKY, repo.path())
-        .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
+    let mirror = mirror_of_repos(&[(MINILM, minilm_dir().as_path()), (PANICKY, repo.path())]).await;
     let cache = tempfile::tempdir().unwrap();
     let host = host(&mirror.endpoint(), cache.path());
     let probe = host.load_plugin(&guest("probe")).unwrap();
@@ -547,12 +542,7 @@ async fn a_native_panic_while_generating_ends_only_that_stream() {
     const PANICKY: &str = "hostile/zero-kv-heads-phi3";
     let (sound, panicky) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     phi3_pair(sound.path(), panicky.path());
-    let mirror = Mirror::builder()
-        .repo(SOUND, sound.path())
-        .repo(PANICKY, panicky.path())
-        .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
+    let mirror = mirror_of_repos(&[(SOUND, sound.path()), (PANICKY, panicky.path())]).await;
     let cache = tempfile::tempdir().unwrap();
     let host = host(&mirror.endpoint(), cache.path());
     let probe = host.load_plugin(&guest("probe")).unwrap();

@@ -59,14 +59,12 @@ mod tiny_gguf;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use hubmirror::Mirror;
 use lantern::capabilities::{EmbedRequest, FinishReason, GenerationEvent, ImageRequest, PromptInput, SamplingParams};
 use lantern::hub::RepoRef;
 use lantern::image_codec::DecodeLimits;
@@ -311,11 +309,7 @@ impl Setup {
 
     /// [`Setup::check`] with a call of its own for each model (`sound` may be of another family).
     async fn check_calls(self, (sound_call, sound): (Call, &str), (call, broken): (Call, &str), failure: Failure) {
-        let mut mirror = Mirror::builder();
-        for (repo, dir) in &self.repos {
-            mirror = mirror.repo(repo.as_str(), dir);
-        }
-        let mirror = mirror.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("starting the test hub");
+        let mirror = support::mirror_of_repos(&self.repos).await;
         let host = |cache: &Path| {
             Host::builder()
                 .hub_config(support::hub_config(&mirror.endpoint(), cache))

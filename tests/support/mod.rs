@@ -208,6 +208,12 @@ pub fn write_random_repo(dir: &Path, files: &[(&str, usize)]) {
 }
 
 /// A local hub serving the files under `dir` as the repo `id`.
+/// A test hub serving each `(repo id, folder)`.
+pub async fn mirror_of_repos<I: AsRef<str>, D: AsRef<Path>>(repos: &[(I, D)]) -> Mirror {
+    let builder = repos.iter().fold(Mirror::builder(), |builder, (id, dir)| builder.repo(id.as_ref(), dir.as_ref()));
+    builder.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("starting the test hub")
+}
+
 pub async fn mirror_of(id: &str, dir: &Path, faults: Faults) -> Mirror {
     Mirror::builder().repo(id, dir).faults(faults).serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("starting the test hub")
 }
