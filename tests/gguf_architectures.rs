@@ -351,12 +351,27 @@ fn logit_difference(ours: &candle_core::Tensor, theirs: &candle_core::Tensor) ->
     (difference, scale)
 }
 
+/// The host's dense decoder engine (host/src/families/gguf/llama.rs) on the file at `path`.
+fn engine(path: &std::path::Path) -> lantern::families::gguf::llama::Session {
+    use lantern::families::gguf::llama::{Llama, Session};
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    Session::new(Arc::new(Llama::from_gguf(&content, &mut file).unwrap()))
+}
+
+/// The engine's logits for `tokens` at `position`, as a tensor to compare.
+fn engine_logits(session: &mut lantern::families::gguf::llama::Session, tokens: &[u32], position: usize) -> candle_core::Tensor {
+    let logits = session.forward_tokens(tokens, position).unwrap();
+    candle_core::Tensor::new(logits, &candle_core::Device::Cpu).unwrap()
+}
+
 /// Phi-4 uses a RoPE base of 250 000, which candle's `quantized_phi3` ignores (it
 /// hard-codes 10 000). The host's phi3 module (host/src/families/gguf/phi3.rs) reads
 /// `phi3.rope.freq_base` and `phi3.rope.dimension_count`: on the same tiny weights,
 /// stored as F32 so that no quantization differs, it computes what candle's
 /// *non-quantized* `models::phi3` computes with that `rope_theta` (and partial rotary
-/// factor), prompt and cached steps, to 1e-3.
+/// factor), prompt and cached steps, to 1e-3. So does the host's dense decoder engine,
+/// which runs phi3 files by default (the module is `LANTERN_GGUF_ENGINE=candle`'s).
 #[test]
 fn phi3_reads_its_rope_base_and_computes_what_candles_f32_phi3_computes() {
     use candle_core::quantized::gguf_file::{Content, Value as Md};
@@ -410,11 +425,17 @@ fn phi3_reads_its_rope_base_and_computes_what_candles_f32_phi3_computes() {
         };
         let mut theirs = reference::Model::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device)).unwrap();
 
+        let mut host = engine(&path);
+        let prompt_ids = prompt.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+
         let case = format!("base {base}, {rope_dims} rotated dims");
         let (a, b) = (ours.forward(&prompt, 0).unwrap(), theirs.forward(&prompt, 0).unwrap());
         let (difference, scale) = logit_difference(&a, &b);
         assert!(scale > 0.1, "{case}: logits are all near zero: the comparison would prove nothing");
         assert!(difference < 1e-3 * scale.max(1.0), "{case}: prompt logits differ by {difference}");
+        let (engine_off, _) = logit_difference(&engine_logits(&mut host, &prompt_ids, 0), &b);
+        eprintln!("phi3 {case}: engine vs candle f32 phi3, prompt: {engine_off} (logit scale {scale})");
+        assert!(engine_off < 1e-3 * scale.max(1.0), "{case}: the engine's prompt logits differ by {engine_off}");
         if rope_dims == HEAD_DIM && base == 250_000.0 {
             // candle's quantized_phi3 on the same file: computed with base 10 000.
             let (content, mut file) = open(&path);
@@ -427,6 +448,9 @@ fn phi3_reads_its_rope_base_and_computes_what_candles_f32_phi3_computes() {
             let (a, b) = (ours.forward(&input, step).unwrap(), theirs.forward(&input, step).unwrap());
             let (difference, _) = logit_difference(&a, &b);
             assert!(difference < 1e-3 * scale.max(1.0), "{case}: step {step} logits differ by {difference}");
+            let (engine_off, _) = logit_difference(&engine_logits(&mut host, &[token], step), &b);
+            eprintln!("phi3 {case}: engine vs candle f32 phi3, step {step}: {engine_off}");
+            assert!(engine_off < 1e-3 * scale.max(1.0), "{case}: the engine's step {step} logits differ by {engine_off}");
             last_logits.push(a);
         }
     }
@@ -435,7 +459,63 @@ fn phi3_reads_its_rope_base_and_computes_what_candles_f32_phi3_computes() {
     assert!(difference > 1e-2 * scale, "the rope base made no difference ({difference})");
 }
 
-/// A phi3 file asking for a RoPE scaling the host does not compute is refused, naming it.
+/// LongRoPE (Phi-3-*-128k, Phi-4-mini): per-frequency divisors, the long ones when the
+/// context exceeds `phi3.rope.scaling.original_context_length`, and `attn_factor` scaling
+/// cos and sin, over a partial rotary. candle's f32 `models::phi3` picks the factors per
+/// position and does not scale, as llama.cpp does not; the reference here is the host's
+/// phi3 port (host/src/families/gguf/phi3.rs, whose tables its unit tests check), on F32
+/// weights: the dense decoder engine computes what it computes, to 1e-3, with the long
+/// and with the short factors, and the two differ.
+#[test]
+fn phi3_longrope_on_the_engine_computes_what_the_phi3_port_computes() {
+    use candle_core::quantized::gguf_file::{Content, Value as Md};
+    use candle_core::{Device, Tensor};
+    use lantern::families::gguf::phi3::ModelWeights;
+    use tiny_gguf::HEAD_DIM;
+
+    let dir = tempfile::tempdir().unwrap();
+    let quantized = dir.path().join("phi4-mini-q8_0.gguf");
+    tiny_gguf::write(&checkpoints().swap_remove(2).spec, &quantized);
+    let device = Device::Cpu;
+    let ids = [40u32, 72, 101, 108, 111, 32, 260, 97, 33, 44];
+    let prompt = Tensor::new(&ids, &device).unwrap().unsqueeze(0).unwrap();
+    let rope_dims = HEAD_DIM / 2;
+    let long: Vec<f32> = (0..rope_dims / 2).map(|i| 1.0 + 7.0 * i as f32).collect();
+    let short: Vec<f32> = (0..rope_dims / 2).map(|i| 1.0 + 0.5 * i as f32).collect();
+    let mut answers = Vec::new();
+    for (case, original) in [("long factors", CONTEXT / 2), ("short factors", CONTEXT * 16)] {
+        let path = dir.path().join(format!("phi4-mini-{original}.gguf"));
+        let changes = [
+            ("phi3.rope.freq_base", Md::F32(250_000.0)),
+            ("phi3.rope.dimension_count", Md::U32(rope_dims as u32)),
+            ("phi3.rope.scaling.type", Md::String("longrope".into())),
+            ("phi3.rope.scaling.attn_factor", Md::F32(1.19)),
+            ("phi3.rope.scaling.original_context_length", Md::U32(original)),
+        ];
+        let extra = [("rope_factors_long.weight", long.clone()), ("rope_factors_short.weight", short.clone())];
+        rewrite_tensors(&quantized, &path, &changes, &extra, |_, _| {});
+        let mut file = std::fs::File::open(&path).unwrap();
+        let mut port = ModelWeights::from_gguf(Content::read(&mut file).unwrap(), &mut file, &device).unwrap();
+        let mut host = engine(&path);
+
+        let b = port.forward(&prompt, 0).unwrap();
+        let (mut worst, scale) = logit_difference(&engine_logits(&mut host, &ids, 0), &b);
+        assert!(scale > 0.1, "{case}: logits are all near zero: the comparison would prove nothing");
+        for (step, token) in [(10usize, 97u32), (11, 258)] {
+            let b = port.forward(&Tensor::new(&[[token]], &device).unwrap(), step).unwrap();
+            let a = engine_logits(&mut host, &[token], step);
+            worst = worst.max(logit_difference(&a, &b).0);
+            answers.push(a);
+        }
+        eprintln!("phi3 LongRoPE, {case}, attn_factor 1.19, 8 of 16 dims rotated: engine vs phi3 port {worst} (logit scale {scale})");
+        assert!(worst < 1e-3 * scale.max(1.0), "{case}: the engine's logits differ by {worst}");
+    }
+    let (moved, scale) = logit_difference(&answers[1], &answers[3]);
+    assert!(moved > 1e-2 * scale, "long and short factors gave the same answer ({moved})");
+}
+
+/// A phi3 file asking for a RoPE scaling the host does not compute is refused, naming it,
+/// by the phi3 port and by the dense decoder engine alike.
 #[test]
 fn phi3_with_an_unsupported_rope_scaling_is_refused() {
     use candle_core::quantized::gguf_file::{Content, Value as Md};
@@ -458,6 +538,13 @@ fn phi3_with_an_unsupported_rope_scaling_is_refused() {
             Err(other) => panic!("{key}: refused with the wrong error: {other}"),
             Ok(_) => panic!("{key}: loaded"),
         }
+        // The dense decoder engine (the default for phi3) refuses it the same way.
+        let mut file = std::fs::File::open(&path).unwrap();
+        match lantern::families::gguf::llama::Llama::from_gguf(&Content::read(&mut file).unwrap(), &mut file) {
+            Err(lantern::LanternError::ModelNotSupported(message)) => assert!(message.contains(named), "engine: {message}"),
+            Err(other) => panic!("{key}: the engine refused with the wrong error: {other}"),
+            Ok(_) => panic!("{key}: the engine loaded"),
+        }
     }
 }
 
@@ -465,7 +552,8 @@ fn phi3_with_an_unsupported_rope_scaling_is_refused() {
 /// where positions above 2048 are not exact. The host's qwen3 module computes them in
 /// f64: a 3000-token prompt and cached steps at 3000 and 3001 give, on the same tiny F32
 /// weights, what candle's non-quantized f32 `models::qwen3` computes (to 1e-3), and
-/// candle's quantized model does not.
+/// candle's quantized model does not. The host's dense decoder engine (the default for
+/// qwen3 files; the module is `LANTERN_GGUF_ENGINE=candle`'s) computes it too.
 #[test]
 fn qwen3_past_position_2048_computes_what_candles_f32_qwen3_computes() {
     use candle_core::quantized::gguf_file::{Content, Value as Md};
@@ -529,15 +617,137 @@ fn qwen3_past_position_2048_computes_what_candles_f32_qwen3_computes() {
     let (difference, scale) = logit_difference(&a, &b);
     assert!(scale > 0.1, "logits are all near zero: the comparison would prove nothing");
     assert!(difference < 1e-3 * scale.max(1.0), "prompt logits differ by {difference}");
+    let mut host = engine(&path);
+    let mut engine_worst = logit_difference(&engine_logits(&mut host, &ids, 0), &b).0;
     let mut candle_worst = logit_difference(&candles.forward(&prompt, 0).unwrap(), &b).0;
     for (step, token) in [(3000usize, 97u32), (3001, 258)] {
         let input = Tensor::new(&[[token]], &device).unwrap();
         let (a, b) = (ours.forward(&input, step).unwrap(), theirs.forward(&input, step).unwrap());
         let (difference, _) = logit_difference(&a, &b);
         assert!(difference < 1e-3 * scale.max(1.0), "step {step} logits differ by {difference}");
+        engine_worst = engine_worst.max(logit_difference(&engine_logits(&mut host, &[token], step), &b).0);
         candle_worst = candle_worst.max(logit_difference(&candles.forward(&input, step).unwrap(), &b).0);
     }
     assert!(candle_worst > 1e-2 * scale, "candle's quantized_qwen3 was expected to be off, by {candle_worst}");
+    eprintln!("qwen3 to position 3001: engine vs candle f32 qwen3 {engine_worst} (logit scale {scale}), candle quantized_qwen3 {candle_worst}");
+    assert!(engine_worst < 1e-3 * scale.max(1.0), "the engine's logits differ by {engine_worst}");
+}
+
+/// Qwen2 adds biases to the q, k and v projections and rotates NeoX-style. On tiny F32
+/// weights (random biases), the host's dense decoder engine computes what candle's
+/// non-quantized f32 `models::qwen2` computes, prompt and cached steps, to 1e-3; so does
+/// candle's `quantized_qwen2` (what `LANTERN_GGUF_ENGINE=candle` runs). Without the
+/// biases the answer differs: they are read.
+#[test]
+fn qwen2_biases_on_the_engine_compute_what_candles_f32_qwen2_computes() {
+    use candle_core::quantized::gguf_file::{Content, Value as Md};
+    use candle_core::quantized::GgmlDType;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{Activation, VarBuilder};
+    use candle_transformers::models::{quantized_qwen2, qwen2 as reference};
+    use tiny_gguf::{FFN, HEADS, HIDDEN, KV_HEADS, LAYERS};
+
+    let dir = tempfile::tempdir().unwrap();
+    let quantized = dir.path().join("qwen2-q8_0.gguf");
+    tiny_gguf::write(&Spec::qwen(Arch::Qwen2, 31), &quantized);
+    let path = dir.path().join("qwen2-f32.gguf");
+    tiny_gguf::rewrite(&quantized, &path, &[("qwen2.rope.freq_base", Md::F32(1_000_000.0))], GgmlDType::F32);
+    let device = Device::Cpu;
+    let tensors = tiny_gguf::hf_tensors(&path);
+    assert!(tensors.contains_key("model.layers.0.self_attn.q_proj.bias"));
+    let config = reference::Config {
+        vocab_size: tensors["model.embed_tokens.weight"].dim(0).unwrap(),
+        hidden_size: HIDDEN,
+        intermediate_size: FFN,
+        num_hidden_layers: LAYERS,
+        num_attention_heads: HEADS,
+        num_key_value_heads: KV_HEADS,
+        max_position_embeddings: CONTEXT as usize,
+        sliding_window: CONTEXT as usize,
+        max_window_layers: LAYERS,
+        tie_word_embeddings: false,
+        rope_theta: 1_000_000.0,
+        rms_norm_eps: 1e-6,
+        use_sliding_window: false,
+        hidden_act: Activation::Silu,
+    };
+    let mut theirs = reference::ModelForCausalLM::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device)).unwrap();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let mut candles = quantized_qwen2::ModelWeights::from_gguf(Content::read(&mut file).unwrap(), &mut file, &device).unwrap();
+    let mut host = engine(&path);
+
+    let ids = [40u32, 72, 101, 108, 111, 32, 260, 97, 33, 44];
+    let prompt = Tensor::new(&ids, &device).unwrap().unsqueeze(0).unwrap();
+    let b = theirs.forward(&prompt, 0).unwrap();
+    let (engine_off, scale) = logit_difference(&engine_logits(&mut host, &ids, 0), &b);
+    let mut candle_off = logit_difference(&candles.forward(&prompt, 0).unwrap(), &b).0;
+    assert!(scale > 0.1, "logits are all near zero: the comparison would prove nothing");
+    let mut engine_worst = engine_off;
+    let mut last = Vec::new();
+    for (step, token) in [(10usize, 97u32), (11, 258)] {
+        let input = Tensor::new(&[[token]], &device).unwrap();
+        let b = theirs.forward(&input, step).unwrap();
+        let a = engine_logits(&mut host, &[token], step);
+        engine_worst = engine_worst.max(logit_difference(&a, &b).0);
+        candle_off = candle_off.max(logit_difference(&candles.forward(&input, step).unwrap(), &b).0);
+        last = a.to_vec1::<f32>().unwrap();
+    }
+    eprintln!("qwen2: engine vs candle f32 qwen2 {engine_worst}, candle quantized_qwen2 {candle_off} (logit scale {scale})");
+    assert!(engine_worst < 1e-3 * scale.max(1.0), "the engine's logits differ by {engine_worst}");
+    assert!(candle_off < 1e-3 * scale.max(1.0), "quantized_qwen2's logits differ by {candle_off}");
+
+    // The same weights without the biases: another answer.
+    let unbiased = dir.path().join("qwen2-zero-bias.gguf");
+    rewrite_tensors(&path, &unbiased, &[], &[], |name, values| {
+        if name.ends_with(".bias") {
+            values.iter_mut().for_each(|v| *v = 0.0);
+        }
+    });
+    let mut host = engine(&unbiased);
+    host.forward_tokens(&ids, 0).unwrap();
+    host.forward_tokens(&[97], 10).unwrap();
+    let other = host.forward_tokens(&[258], 11).unwrap();
+    let moved = last.iter().zip(&other).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(moved > 1e-2 * scale, "the biases made no difference ({moved})");
+}
+
+/// Copies the checkpoint at `src` to `dst` as F32, each tensor's values passed through
+/// `edit`, with `extra` 1-D tensors added and `changes` made to the metadata.
+fn rewrite_tensors(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    changes: &[(&str, candle_core::quantized::gguf_file::Value)],
+    extra: &[(&str, Vec<f32>)],
+    mut edit: impl FnMut(&str, &mut Vec<f32>),
+) {
+    use candle_core::quantized::gguf_file::{self, Content, Value as Md};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+    let mut file = std::fs::File::open(src).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = content
+        .tensor_infos
+        .keys()
+        .map(|name| {
+            let tensor = content.tensor(&mut file, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
+            let shape = tensor.shape().clone();
+            let mut values = tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            edit(name, &mut values);
+            let tensor = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+            (name.clone(), QTensor::quantize(&tensor, GgmlDType::F32).unwrap())
+        })
+        .collect();
+    for (name, values) in extra {
+        let tensor = Tensor::new(values.as_slice(), &Device::Cpu).unwrap();
+        tensors.push((name.to_string(), QTensor::quantize(&tensor, GgmlDType::F32).unwrap()));
+    }
+    let mut metadata = content.metadata.clone();
+    for (key, value) in changes {
+        metadata.insert(key.to_string(), value.clone());
+    }
+    let metadata: Vec<(&str, &Md)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(dst).unwrap(), &metadata, &tensors).unwrap();
 }
 
 /// The Kimi-K2 checkpoint's spec with `experts` routed experts, `used` per token.

@@ -507,9 +507,12 @@ async fn a_native_panic_in_model_code_ends_only_that_request() {
     assert_eq!(json(&output.result)["dimensions"], 384);
 }
 
-/// A tiny phi3 GGUF (random weights) that loads, and one identical but for
-/// `phi3.attention.head_count_kv = 0`: its first forward pass divides by zero
-/// (`n_head / n_kv_head`), a native panic on the generation's worker thread.
+/// A tiny phi3 GGUF (random weights) that loads, and one identical but for heads of 8
+/// (`phi3.attention.key_length`, with a rotary of 8) where the weights hold heads of 16:
+/// every load check of the host's dense decoder engine passes, and its first forward
+/// pass slices the attention output, half as wide as `attn_output` reads, past its end —
+/// a native panic on the generation's worker thread. (A zero `head_count_kv`, which made
+/// candle's phi3 divide by zero, is refused at load by the engine, typed.)
 fn phi3_pair(sound_dir: &Path, panicky_dir: &Path) {
     use tiny_gguf::{Arch, Spec, VocabStyle};
     let spec = Spec {
@@ -527,11 +530,11 @@ fn phi3_pair(sound_dir: &Path, panicky_dir: &Path) {
     };
     let sound = sound_dir.join("model-F32.gguf");
     tiny_gguf::write(&spec, &sound);
-    let zero = candle_core::quantized::gguf_file::Value::U32(0);
+    let eight = || candle_core::quantized::gguf_file::Value::U32(8);
     tiny_gguf::rewrite(
         &sound,
         &panicky_dir.join("model-F32.gguf"),
-        &[("phi3.attention.head_count_kv", zero)],
+        &[("phi3.attention.key_length", eight()), ("phi3.rope.dimension_count", eight())],
         candle_core::quantized::GgmlDType::F32,
     );
 }
@@ -539,7 +542,7 @@ fn phi3_pair(sound_dir: &Path, panicky_dir: &Path) {
 #[tokio::test]
 async fn a_native_panic_while_generating_ends_only_that_stream() {
     const SOUND: &str = "hostile/tiny-phi3";
-    const PANICKY: &str = "hostile/zero-kv-heads-phi3";
+    const PANICKY: &str = "hostile/narrow-heads-phi3";
     let (sound, panicky) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     phi3_pair(sound.path(), panicky.path());
     let mirror = mirror_of_repos(&[(SOUND, sound.path()), (PANICKY, panicky.path())]).await;

@@ -145,15 +145,25 @@ async fn a_download_killed_midway_resumes_and_fetches_only_the_missing_bytes() {
     let fixture = Fixture::new(&[(file, size)], Faults { bytes_per_second: Some(6_000_000), ..Faults::default() }).await;
     let sidecar = fixture.blobs().join(format!("{}.incomplete.parts", fixture.etag(file)));
 
-    // The first "process": its own runtime, shut down part-way as a kill would.
-    let doomed = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let hub = fixture.hub();
-    doomed.spawn(async move { hub.fetch(&RepoRef::main(REPO), &names(&[file]), None).await });
+    // The first process: this test binary again, running only the download below, killed
+    // (SIGKILL) part-way. (The hub runs transfers on a runtime of its own, so shutting
+    // down the caller's runtime would not stop it; a kill does.)
+    let mut first = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "first_process_of_the_resume_test"])
+        .env(KILLED_ENDPOINT, fixture.mirror.endpoint())
+        .env(KILLED_CACHE, fixture.cache.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let stats = fixture.mirror.stats();
     while !(sidecar.exists() && stats.bytes_sent() > (size / 4) as u64) {
+        assert!(first.try_wait().unwrap().is_none(), "the first process ended before it was killed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    doomed.shutdown_background();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The server may still be pushing a chunk into the dead connection: let it notice.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
     let on_disk: u64 = record["parts"].as_array().unwrap().iter().map(|p| p["done"].as_u64().unwrap()).sum();
@@ -166,6 +176,20 @@ async fn a_download_killed_midway_resumes_and_fetches_only_the_missing_bytes() {
     let sent_after_restart = stats.bytes_sent() - sent_before;
     assert_eq!(sent_after_restart, size as u64 - on_disk, "the restart fetched bytes that were already on disk");
     assert_eq!(fixture.blob_entries(), vec![fixture.etag(file)], "the sidecar, lock or partial file was left behind");
+}
+
+const KILLED_ENDPOINT: &str = "LANTERN_TEST_KILLED_ENDPOINT";
+const KILLED_CACHE: &str = "LANTERN_TEST_KILLED_CACHE";
+
+/// Not a test of its own: the process that the resume test starts and kills midway.
+#[tokio::test]
+#[ignore = "run by a_download_killed_midway_resumes_and_fetches_only_the_missing_bytes"]
+async fn first_process_of_the_resume_test() {
+    let endpoint = std::env::var(KILLED_ENDPOINT).expect("started by the resume test");
+    let cache = PathBuf::from(std::env::var_os(KILLED_CACHE).expect("started by the resume test"));
+    let hub = Hub::new(quick_hub_config(&endpoint, &cache)).unwrap();
+    hub.fetch(&RepoRef::main(REPO), &names(&["model.safetensors"]), None).await.unwrap();
+    panic!("the download finished before the resume test killed this process");
 }
 
 #[tokio::test]

@@ -18,11 +18,11 @@
 //! | stella (400M and 1.5B) | config.json `num_attention_heads: 0` (`stella_en_v5`'s rotary table) | load | `run_blocking` |
 //! | gte-qwen2 | config.json `num_attention_heads: 0` (candle's `qwen2` rotary table) | load | `run_blocking` |
 //! | nv-embed | config.json `text_config.num_attention_heads: 0` (`nvembed_v2`'s rotary table) | load | `run_blocking` |
-//! | GGUF llama (the host's engine) | `llama.attention.key_length: 8` where the weights hold heads of 16: every load check passes, and the attention output, half as wide as `attn_output` reads, is sliced past its end (`gguf/linear.rs`) | first forward pass | the stream's `catch_unwind` |
-//! | GGUF qwen2 | `qwen2.attention.head_count: 0` (candle's `quantized_qwen2`) | load | `run_blocking` |
-//! | GGUF qwen3 | `qwen3.attention.head_count_kv: 0` (`gguf/qwen3.rs`) | load | `run_blocking` |
+//! | GGUF llama (the host's dense decoder engine) | `llama.attention.key_length: 8` where the weights hold heads of 16: every load check passes, and the attention output, half as wide as `attn_output` reads, is sliced past its end (`gguf/linear.rs`) | first forward pass | the stream's `catch_unwind` |
+//! | GGUF qwen2 (the same engine) | `qwen2.attention.key_length: 8`, as for llama (the engine refuses zero heads at load, typed) | first forward pass | the stream's `catch_unwind` |
+//! | GGUF qwen3 (the same engine) | `qwen3.attention.key_length: 8` and head norms of 8 values, as for llama | first forward pass | the stream's `catch_unwind` |
 //! | GGUF qwen3moe | `qwen3moe.attention.head_count: 0` (`gguf/qwen3_moe.rs`: `unwrap_or(hidden / heads)` divides even when `key_length` is there) | load | `run_blocking` |
-//! | GGUF phi3 | tests/hostile.rs: `phi3.attention.head_count_kv: 0` | first forward pass | the stream's `catch_unwind` |
+//! | GGUF phi3 (the same engine) | tests/hostile.rs: `phi3.attention.key_length: 8` (and a rotary of 8), as for llama | first forward pass | the stream's `catch_unwind` |
 //! | GGUF gemma3, deepseek2 | `tokenizer.ggml.token_type` one entry longer than the vocabulary, a control token (`gguf/tokenizer.rs` indexes the token list with it) | load | `run_blocking` |
 //! | llava | `language_model.model.layers.0.input_layernorm.weight` stored as BOOL: the host checks its name and shape, candle's `Llama::load` unwraps the dtype error | load | `run_blocking` |
 //! | clip | `text_config.max_position_embeddings: 0` with a 0-row position table: `max_positions - 1` overflows (see below) | embedding texts | `run_blocking` |
@@ -444,7 +444,7 @@ fn tiny_llama(path: &Path) {
     from_qwen3(path, "llama", 21, false, |_, _| {});
 }
 
-/// Qwen2 (candle's `quantized_qwen2`): biases on the q, k and v projections.
+/// Qwen2: biases on the q, k and v projections.
 fn tiny_qwen2(path: &Path) {
     use tiny_gguf::{HEAD_DIM, HIDDEN, KV_HEADS, LAYERS};
     from_qwen3(path, "qwen2", 22, false, |_, tensors| {
@@ -477,14 +477,20 @@ fn control_token_past_the_vocabulary(metadata: &mut Metadata) {
 }
 
 /// `make` writes a sound checkpoint; the broken one is it with `edit` made.
-fn broken(make: fn(&Path), edit: impl FnOnce(&mut Metadata)) -> impl FnOnce(&Path) {
+fn broken(make: fn(&Path), edit: impl FnOnce(&mut Metadata, &mut Tensors)) -> impl FnOnce(&Path) {
     move |path| {
         make(path);
-        edit_gguf(path, |metadata, _| edit(metadata));
+        edit_gguf(path, edit);
     }
 }
 
-async fn check_gguf(sound_make: fn(&Path), sound: &str, broken_key: &str, edit: impl FnOnce(&mut Metadata), boundary: Boundary) {
+async fn check_gguf(
+    sound_make: fn(&Path),
+    sound: &str,
+    broken_key: &str,
+    edit: impl FnOnce(&mut Metadata, &mut Tensors),
+    boundary: Boundary,
+) {
     let mut setup = Setup::new();
     setup.gguf(sound, sound_make);
     setup.gguf(broken_key, broken(sound_make, edit));
@@ -541,28 +547,38 @@ async fn gguf_llama_narrow_heads_panic_while_generating() {
     // Heads of 8 where the weights hold heads of 16: every load check passes (the q, k, v
     // parts are at least as wide as the heads need), and the attention output, half the
     // width `attn_output` reads, is sliced past its end in the first forward pass.
-    let edit = |md: &mut Metadata| set(md, "llama.attention.key_length", Value::U32(8));
+    let edit = |md: &mut Metadata, _: &mut Tensors| set(md, "llama.attention.key_length", Value::U32(8));
     check_gguf(tiny_llama, "panic-test/tiny-llama", "panic-test/llama-narrow-heads", edit, Boundary::Stream).await;
 }
 
+// qwen2 and qwen3 run on the llama engine too: it refuses the zero head counts that made
+// candle's modules panic at load (a typed error), so they panic the way llama does.
 #[tokio::test]
-async fn gguf_qwen2_zero_heads() {
-    let edit = |md: &mut Metadata| set(md, "qwen2.attention.head_count", Value::U32(0));
-    check_gguf(tiny_qwen2, "panic-test/tiny-qwen2", "panic-test/qwen2-zero-heads", edit, Boundary::Load).await;
+async fn gguf_qwen2_narrow_heads_panic_while_generating() {
+    let edit = |md: &mut Metadata, _: &mut Tensors| set(md, "qwen2.attention.key_length", Value::U32(8));
+    check_gguf(tiny_qwen2, "panic-test/tiny-qwen2", "panic-test/qwen2-narrow-heads", edit, Boundary::Stream).await;
 }
 
 #[tokio::test]
-async fn gguf_qwen3_zero_kv_heads() {
-    let edit = |md: &mut Metadata| set(md, "qwen3.attention.head_count_kv", Value::U32(0));
+async fn gguf_qwen3_narrow_heads_panic_while_generating() {
+    // The head norms cut to 8 values too, so that they fit the narrower heads at load.
+    let edit = |md: &mut Metadata, tensors: &mut Tensors| {
+        set(md, "qwen3.attention.key_length", Value::U32(8));
+        for (name, tensor) in tensors.iter_mut() {
+            if name.ends_with("attn_q_norm.weight") || name.ends_with("attn_k_norm.weight") {
+                *tensor = f32_tensor(vec![1.0; 8]);
+            }
+        }
+    };
     let make: fn(&Path) = |path| {
         tiny_gguf::write(&Spec::qwen(Arch::Qwen3, 24), path);
     };
-    check_gguf(make, "panic-test/tiny-qwen3", "panic-test/qwen3-zero-kv-heads", edit, Boundary::Load).await;
+    check_gguf(make, "panic-test/tiny-qwen3", "panic-test/qwen3-narrow-heads", edit, Boundary::Stream).await;
 }
 
 #[tokio::test]
 async fn gguf_qwen3_moe_zero_heads() {
-    let edit = |md: &mut Metadata| set(md, "qwen3moe.attention.head_count", Value::U32(0));
+    let edit = |md: &mut Metadata, _: &mut Tensors| set(md, "qwen3moe.attention.head_count", Value::U32(0));
     let make: fn(&Path) = |path| {
         tiny_gguf::write(&Spec::qwen(Arch::Qwen3Moe, 25), path);
     };
@@ -571,7 +587,8 @@ async fn gguf_qwen3_moe_zero_heads() {
 
 #[tokio::test]
 async fn gguf_gemma3_control_token_past_the_vocabulary() {
-    check_gguf(tiny_gemma3, "panic-test/tiny-gemma3", "panic-test/gemma3-bad-token-types", control_token_past_the_vocabulary, Boundary::Load)
+    let edit = |md: &mut Metadata, _: &mut Tensors| control_token_past_the_vocabulary(md);
+    check_gguf(tiny_gemma3, "panic-test/tiny-gemma3", "panic-test/gemma3-bad-token-types", edit, Boundary::Load)
         .await;
 }
 
@@ -580,7 +597,8 @@ async fn gguf_deepseek2_control_token_past_the_vocabulary() {
     let make: fn(&Path) = |path| {
         tiny_gguf::write(&Spec::qwen(Arch::DeepSeek2, 26), path);
     };
-    check_gguf(make, "panic-test/tiny-deepseek2", "panic-test/deepseek2-bad-token-types", control_token_past_the_vocabulary, Boundary::Load)
+    let edit = |md: &mut Metadata, _: &mut Tensors| control_token_past_the_vocabulary(md);
+    check_gguf(make, "panic-test/tiny-deepseek2", "panic-test/deepseek2-bad-token-types", edit, Boundary::Load)
         .await;
 }
 

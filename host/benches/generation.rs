@@ -245,19 +245,24 @@ fn main() {
         println!("{label}: {v}");
     }
     print_table(&format!("SmolLM2-135M-Instruct {GGUF}"), &rows);
-    // The two real k-quant models beside SmolLM2 (issue 12), on candle's gemma3 (the host's
-    // port) and qwen2 modules, against llama.cpp on the same files.
+    // The two real k-quant models beside SmolLM2 (issue 12): gemma3 on the host's candle
+    // port, qwen2 on the host's dense decoder engine (its k-quant matmuls are candle's) and,
+    // for comparison, on candle's `quantized_qwen2`; against llama.cpp on the same files.
     for (name, _, dir, file) in &MODELS[1..] {
         let gguf = model_dir().parent().unwrap().join(dir).join(file);
         if !gguf.is_file() {
             println!("\n{file}: skipped, run scripts/fetch-models.sh");
             continue;
         }
-        let rows = [
+        let mut rows = vec![
             ("llama.cpp, before", llama_cpp_on(&gguf)),
             ("host (default)", child("native", &[(MODEL_VAR, name)])),
-            ("llama.cpp, after", llama_cpp_on(&gguf)),
         ];
+        if *name == "qwen2" {
+            let candle = child("native", &[(MODEL_VAR, name), ("LANTERN_GGUF_ENGINE", "candle")]);
+            rows.push(("candle quantized_qwen2 (LANTERN_GGUF_ENGINE=candle)", candle));
+        }
+        rows.push(("llama.cpp, after", llama_cpp_on(&gguf)));
         for (label, v) in &rows {
             println!("{name} {label}: {v}");
         }

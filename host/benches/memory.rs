@@ -61,6 +61,11 @@ fn main() {
 
         host.registry().text_embedder(MINILM, None).await.unwrap();
         let with_minilm = status_mib("VmRSS:");
+        let minilm_peak = status_mib("VmHWM:");
+        // SmolLM2's download alone first, so the load's own transient shows apart from it.
+        host.registry().hub().fetch(&lantern::hub::RepoRef::main(SMOLLM2), &[GGUF.to_string()], None).await.unwrap();
+        let downloaded = status_mib("VmRSS:");
+        let download_peak = status_mib("VmHWM:");
         host.registry().text_generator(SMOLLM2, None).await.unwrap();
         let loaded = status_mib("VmRSS:");
         let after_load_peak = status_mib("VmHWM:");
@@ -105,6 +110,9 @@ fn main() {
         println!("| host with the probe plugin loaded, no model | {baseline:.1} | {:.2} |", baseline / files);
         println!("| MiniLM loaded ({:.1} MiB file) | {with_minilm:.1} (+{:.1}) | {:.2} |", mib(minilm_bytes), with_minilm - baseline, with_minilm / files);
         println!("| both models loaded ({:.1} MiB SmolLM2 file) | {loaded:.1} (+{:.1}) | {:.2} |", mib(smollm2_bytes), loaded - with_minilm, loaded / files);
+        println!("| peak while loading MiniLM (VmHWM) | {minilm_peak:.1} | {:.2} |", minilm_peak / files);
+        println!("| SmolLM2 downloaded, not loaded | {downloaded:.1} | {:.2} |", downloaded / files);
+        println!("| peak after the download (VmHWM) | {download_peak:.1} | {:.2} |", download_peak / files);
         println!("| peak while loading (VmHWM) | {after_load_peak:.1} | {:.2} |", after_load_peak / files);
         println!("| highest sampled, {PLUGINS} plugins running ({ROUNDS} rounds, {:.1} s) | {highest_during:.1} | {:.2} |", elapsed.as_secs_f64(), highest_during / files);
         println!("| peak of the whole run (VmHWM) | {peak:.1} | {:.2} |", peak / files);

@@ -1,23 +1,33 @@
-//! Dynamic batching for embedding models: one task per loaded model merges the
+//! Dynamic batching for embedding models: one thread per loaded model merges the
 //! requests that plugins send at about the same time into one model call, then splits
 //! the vectors back. Batching is continuous: requests that arrive while the model is
 //! busy form the next call, so under load calls grow by themselves, and a request that
 //! finds the model idle runs at once (by default; `max_wait` lets it wait for company,
-//! trading latency for larger calls). A call holds at most `max_inputs` inputs; only requests with the same options
-//! (task, dimensions, normalisation, truncation) share a call. Within the call the
-//! family sorts inputs by length into padded sub-batches, so mixing short and long
-//! requests costs little padding.
+//! trading latency for larger calls). A call holds at most `max_inputs` inputs; only
+//! requests with the same options (task, dimensions, normalisation, truncation) share a
+//! call. Within the call the family sorts inputs by length into padded sub-batches, so
+//! mixing short and long requests costs little padding.
+//!
+//! Why a thread of its own and not a tokio task handing each call to `spawn_blocking`:
+//! every hop between threads costs a wake-up, and on a small machine whose cores are all
+//! busy inside the model's thread pool a wake-up waits for a time slice. A plugin's
+//! request went task → batching task → blocking thread → back (three hops); now it goes
+//! to this thread and back (two), and the model always runs on the same thread, whose
+//! caches and heap arena stay warm. Measured at batch 1 on MiniLM: through the registry
+//! 0.80x of a direct call before, BENCHMARKS.md ("Embeddings") for after. The runtime is
+//! never blocked: submitting is a channel send, the answer a oneshot awaited.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::capabilities::{EmbedRequest, Embeddings, TextEmbedder};
 use crate::error::{LanternError, LanternResult};
-use crate::registry::run_blocking;
+use crate::registry::panic_error;
 
 /// How long and how large a batch may grow.
 #[derive(Debug, Clone, Copy)]
@@ -60,9 +70,10 @@ struct Job {
     reply: oneshot::Sender<LanternResult<Embeddings>>,
 }
 
-/// The sending side of one model's batching task; dropping it ends the task.
+/// The sending side of one model's batching thread; dropping it ends the thread once
+/// the requests already sent are answered.
 pub struct Batcher {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
     counters: Arc<Counters>,
     /// Requests submitted and not yet answered.
     active: Arc<AtomicUsize>,
@@ -78,11 +89,15 @@ impl Drop for ActiveGuard {
 }
 
 impl Batcher {
-    /// Starts the batching task for `model` on the current tokio runtime.
+    /// Starts the batching thread for `model`.
     pub fn spawn(model: Arc<dyn TextEmbedder>, policy: BatchPolicy) -> Self {
-        let (jobs, receiver) = mpsc::unbounded_channel();
+        let (jobs, receiver) = mpsc::channel();
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(model, receiver, policy, counters.clone()));
+        let thread_counters = counters.clone();
+        std::thread::Builder::new()
+            .name("lantern-embed".into())
+            .spawn(move || run(model, receiver, policy, thread_counters))
+            .expect("spawning an embedding thread");
         Batcher { jobs, counters, active: Arc::new(AtomicUsize::new(0)) }
     }
 
@@ -109,34 +124,35 @@ impl Batcher {
     }
 }
 
-async fn run(model: Arc<dyn TextEmbedder>, mut receiver: mpsc::UnboundedReceiver<Job>, policy: BatchPolicy, counters: Arc<Counters>) {
+fn run(model: Arc<dyn TextEmbedder>, receiver: mpsc::Receiver<Job>, policy: BatchPolicy, counters: Arc<Counters>) {
     let mut pending: VecDeque<Job> = VecDeque::new();
     loop {
         if pending.is_empty() {
             // Idle: wait for a first request, then give others `max_wait` to join it.
-            match receiver.recv().await {
-                Some(job) => pending.push_back(job),
-                None => return,
+            match receiver.recv() {
+                Ok(job) => pending.push_back(job),
+                Err(_) => return,
             }
-            while let Ok(job) = receiver.try_recv() {
-                pending.push_back(job);
-            }
-            let deadline = tokio::time::Instant::now() + policy.max_wait;
+            pending.extend(receiver.try_iter());
+            let deadline = Instant::now() + policy.max_wait;
             while input_count(&pending) < policy.max_inputs {
-                match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(job)) => pending.push_back(job),
-                    Ok(None) | Err(_) => break,
+                match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(job) => pending.push_back(job),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
         } else {
             // Requests that queued during the last call have waited already.
-            while let Ok(job) = receiver.try_recv() {
-                pending.push_back(job);
-            }
+            pending.extend(receiver.try_iter());
+        }
+        // A request whose plugin has gone (cancelled, timed out) is not computed.
+        pending.retain(|job| !job.reply.is_closed());
+        if pending.is_empty() {
+            continue;
         }
         let group = take_compatible(&mut pending, policy.max_inputs);
         counters.requests.fetch_add(group.len() as u64, Ordering::SeqCst);
-        run_group(&model, group, &counters).await;
+        run_group(&model, group, &counters);
     }
 }
 
@@ -163,25 +179,27 @@ fn take_compatible(pending: &mut VecDeque<Job>, max_inputs: usize) -> Vec<Job> {
     group
 }
 
-async fn call_model(model: &Arc<dyn TextEmbedder>, request: EmbedRequest, counters: &Counters) -> LanternResult<Embeddings> {
+/// One model call on this thread; a panic in the model becomes a typed error and the
+/// thread lives on for the next requests.
+fn call_model(model: &Arc<dyn TextEmbedder>, request: &EmbedRequest, counters: &Counters) -> LanternResult<Embeddings> {
     counters.model_calls.fetch_add(1, Ordering::SeqCst);
     counters.inputs.fetch_add(request.inputs.len() as u64, Ordering::SeqCst);
-    let model = model.clone();
-    run_blocking("embedding", move || model.embed(&request)).await
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.embed(request)))
+        .unwrap_or_else(|payload| Err(panic_error("embedding", payload)))
 }
 
 /// One model call for the whole group, split back; if it fails (one request's input
 /// refused, say), each request runs alone so that only its own error reaches it.
-async fn run_group(model: &Arc<dyn TextEmbedder>, group: Vec<Job>, counters: &Counters) {
+fn run_group(model: &Arc<dyn TextEmbedder>, group: Vec<Job>, counters: &Counters) {
     if group.len() == 1 {
         let job = group.into_iter().next().unwrap();
-        let _ = job.reply.send(call_model(model, job.request, counters).await);
+        let _ = job.reply.send(call_model(model, &job.request, counters));
         return;
     }
     let sizes: Vec<usize> = group.iter().map(|job| job.request.inputs.len()).collect();
     let mut merged = group[0].request.clone();
     merged.inputs = group.iter().flat_map(|job| job.request.inputs.iter().cloned()).collect();
-    match call_model(model, merged, counters).await {
+    match call_model(model, &merged, counters) {
         Ok(embeddings) => {
             for (job, part) in group.into_iter().zip(embeddings.split(&sizes)) {
                 let _ = job.reply.send(Ok(part));
@@ -189,7 +207,7 @@ async fn run_group(model: &Arc<dyn TextEmbedder>, group: Vec<Job>, counters: &Co
         }
         Err(_) => {
             for job in group {
-                let _ = job.reply.send(call_model(model, job.request, counters).await);
+                let _ = job.reply.send(call_model(model, &job.request, counters));
             }
         }
     }

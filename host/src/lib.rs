@@ -21,6 +21,7 @@
 //! of the model's files at once, and loads the family (from [`families`]) on a worker
 //! thread. Nothing below `runtime` knows about wasm; nothing outside `hub` knows HTTP.
 
+pub mod allocator;
 pub mod batching;
 pub mod capabilities;
 pub mod catalog;
@@ -67,6 +68,8 @@ pub struct HostBuilder {
     compile_cache_max_bytes: Option<u64>,
     pooling: bool,
     device: DeviceChoice,
+    /// `None` (the default): [`allocator::DEFAULT_ARENAS`]; `Some(None)`: left alone.
+    arenas: Option<Option<usize>>,
 }
 
 impl HostBuilder {
@@ -132,7 +135,18 @@ impl HostBuilder {
         self
     }
 
+    /// Caps glibc's malloc arenas for the whole process at `arenas` (see [`allocator`]);
+    /// `None` leaves the allocator as the program set it. Default:
+    /// `Some(`[`allocator::DEFAULT_ARENAS`]`)`, unless `MALLOC_ARENA_MAX` is set.
+    pub fn allocator_arenas(mut self, arenas: Option<usize>) -> Self {
+        self.arenas = Some(arenas);
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<Host> {
+        if let Some(arenas) = self.arenas.unwrap_or(Some(allocator::DEFAULT_ARENAS)) {
+            allocator::limit_arenas(arenas);
+        }
         let hub = Hub::new(self.hub.unwrap_or_else(HubConfig::from_env))?;
         let device = self.device.resolve()?;
         let registry = ModelRegistry::new(self.catalog.unwrap_or_else(Catalog::builtin), hub, device)

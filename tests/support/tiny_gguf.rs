@@ -27,6 +27,7 @@ pub const EXPERT_FFN: usize = 32;
 /// `general.architecture` values, as llama.cpp names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
+    Qwen2,
     Qwen3,
     Qwen3Moe,
     Phi3,
@@ -36,6 +37,7 @@ pub enum Arch {
 impl Arch {
     fn name(self) -> &'static str {
         match self {
+            Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Phi3 => "phi3",
@@ -227,6 +229,20 @@ impl Writer {
         self.ones(&format!("{p}.attn_norm.weight"), HIDDEN);
         self.ones(&format!("{p}.ffn_norm.weight"), HIDDEN);
         match arch {
+            Arch::Qwen2 => {
+                // Qwen2 has biases on q, k and v (random, so that they matter), no head norms.
+                self.random(&format!("{p}.attn_q.weight"), &[HEADS * HEAD_DIM, HIDDEN]);
+                self.random(&format!("{p}.attn_k.weight"), &[KV_HEADS * HEAD_DIM, HIDDEN]);
+                self.random(&format!("{p}.attn_v.weight"), &[KV_HEADS * HEAD_DIM, HIDDEN]);
+                for (part, width) in [("q", HEADS * HEAD_DIM), ("k", KV_HEADS * HEAD_DIM), ("v", KV_HEADS * HEAD_DIM)] {
+                    let bias: Vec<f32> = (0..width).map(|_| self.rng.uniform() * 0.5).collect();
+                    self.put(&format!("{p}.attn_{part}.bias"), bias, &[width], GgmlDType::F32);
+                }
+                self.random(&format!("{p}.attn_output.weight"), &[HIDDEN, HEADS * HEAD_DIM]);
+                self.random(&format!("{p}.ffn_gate.weight"), &[FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_up.weight"), &[FFN, HIDDEN]);
+                self.random(&format!("{p}.ffn_down.weight"), &[HIDDEN, FFN]);
+            }
             Arch::Qwen3 => {
                 self.attention_qkv_separate(&p);
                 self.random(&format!("{p}.ffn_gate.weight"), &[FFN, HIDDEN]);
@@ -277,6 +293,8 @@ fn architecture_metadata(spec: &Spec, options: &deepseek2::Options) -> Vec<(Stri
             md.push((format!("{a}.attention.value_length"), u32v(HEAD_DIM)));
         }
         Arch::Phi3 => md.push((format!("{a}.rope.dimension_count"), u32v(HEAD_DIM))),
+        // Qwen2 files have no key_length: heads are hidden / heads wide.
+        Arch::Qwen2 => {}
         Arch::DeepSeek2 => {
             // Its own head_count_kv: 1 over the compressed cache, or one per head in old files.
             md.retain(|(key, _)| !key.ends_with(".attention.head_count_kv"));
@@ -396,7 +414,8 @@ pub fn hf_tensors(path: &Path) -> std::collections::HashMap<String, Tensor> {
         }
         let rest = name.strip_prefix("blk.").unwrap_or_else(|| panic!("unexpected tensor {name}"));
         let (layer, rest) = rest.split_once('.').unwrap();
-        let part = match rest.strip_suffix(".weight").unwrap() {
+        let (rest, kind) = rest.rsplit_once('.').unwrap();
+        let part = match rest {
             "attn_norm" => "input_layernorm",
             "ffn_norm" => "post_attention_layernorm",
             "attn_qkv" => "self_attn.qkv_proj",
@@ -412,7 +431,7 @@ pub fn hf_tensors(path: &Path) -> std::collections::HashMap<String, Tensor> {
             "ffn_down" => "mlp.down_proj",
             other => panic!("unexpected tensor {other}"),
         };
-        format!("model.layers.{layer}.{part}.weight")
+        format!("model.layers.{layer}.{part}.{kind}")
     };
     let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
     names

@@ -48,15 +48,19 @@ fn error_json(error: &Error) -> Value {
     json!({ "error": kind, "message": message })
 }
 
-fn embed(model: &str, texts: &[String], options: EmbedOptions) -> Value {
+/// The answer's JSON, written from the typed vectors: through `json!` each f32 would
+/// become an f64 `Value` printed with 17 digits, which made this probe's answer, not the
+/// host, the slowest part of a large batch (BENCHMARKS.md, "Embeddings").
+fn embed(model: &str, texts: &[String], options: EmbedOptions) -> String {
     match embed_with(model, texts, &options) {
-        Ok(batch) => json!({
-            "vectors": batch.vectors,
-            "dimensions": batch.dimensions,
-            "prompt_tokens": batch.prompt_tokens,
-            "truncated_inputs": batch.truncated_inputs,
-        }),
-        Err(error) => error_json(&error),
+        Ok(batch) => format!(
+            "{{\"vectors\":{},\"dimensions\":{},\"prompt_tokens\":{},\"truncated_inputs\":{}}}",
+            serde_json::to_string(&batch.vectors).expect("f32 vectors serialize"),
+            batch.dimensions,
+            batch.prompt_tokens,
+            batch.truncated_inputs,
+        ),
+        Err(error) => error_json(&error).to_string(),
     }
 }
 
@@ -228,18 +232,18 @@ impl lantern_sdk::Pipeline for Probe {
         let (command, rest) = args.split_first().ok_or("usage: probe COMMAND ...")?;
         let model = || rest.first().cloned().ok_or_else(|| format!("{command} needs a model"));
         let answer = match command.as_str() {
-            "embed" => embed(&model()?, &rest[1..], EmbedOptions::document()),
-            "embed-strict" => embed(&model()?, &rest[1..], EmbedOptions { truncate: Some(false), ..EmbedOptions::document() }),
-            "embed-query" => embed(&model()?, &rest[1..], EmbedOptions::query()),
+            "embed" => return Ok(embed(&model()?, &rest[1..], EmbedOptions::document())),
+            "embed-strict" => return Ok(embed(&model()?, &rest[1..], EmbedOptions { truncate: Some(false), ..EmbedOptions::document() })),
+            "embed-query" => return Ok(embed(&model()?, &rest[1..], EmbedOptions::query())),
             "embed-instruct" => {
                 let instruction = rest.get(1).cloned().ok_or("embed-instruct needs an instruction")?;
                 let options = EmbedOptions { task: Some(EmbedTask::Instruction(instruction)), ..Default::default() };
-                embed(&model()?, rest.get(2..).unwrap_or_default(), options)
+                return Ok(embed(&model()?, rest.get(2..).unwrap_or_default(), options));
             }
             "embed-dims" => {
                 let dims: u32 = rest.get(1).and_then(|n| n.parse().ok()).ok_or("embed-dims needs a number")?;
                 let options = EmbedOptions { dimensions: Some(dims), ..EmbedOptions::document() };
-                embed(&model()?, rest.get(2..).unwrap_or_default(), options)
+                return Ok(embed(&model()?, rest.get(2..).unwrap_or_default(), options));
             }
             "prepare" => prepare(&model()?),
             "info" => match models::info(&model()?) {

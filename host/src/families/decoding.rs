@@ -11,6 +11,11 @@ use crate::error::{LanternError, LanternResult};
 /// A model that maps token ids at `position` to next-token logits, keeping its own cache.
 pub trait CausalLm {
     fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor>;
+
+    /// Told before the first forward pass how many positions the generation can reach
+    /// (prompt + token budget), so a cache that grows in place is allocated once at its
+    /// final size instead of doubling past it. Default: nothing to prepare.
+    fn reserve(&mut self, _positions: usize) {}
 }
 
 /// What the loop needs to know about the model besides its forward pass.
@@ -120,6 +125,7 @@ pub fn generate(
 ) -> LanternResult<Generated> {
     let failed = |e: candle_core::Error| LanternError::inference("generating", e);
     let budget = params.max_tokens.min(setup.context_length.saturating_sub(prompt_ids.len()));
+    model.reserve(prompt_ids.len() + budget);
     let mut processor = LogitsProcessor::from_sampling(params.seed, sampling(params));
     let mut context: Vec<u32> = prompt_ids.to_vec();
     let mut assembler = TextAssembler::new(setup.tokenizer, &params.stop);

@@ -18,6 +18,7 @@ pub mod nvembed;
 mod pil_resize;
 pub mod pipeline;
 mod pooling;
+pub mod safetensors_file;
 pub mod sd35;
 pub mod stella;
 

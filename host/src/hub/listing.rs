@@ -55,6 +55,12 @@ impl Hub {
     /// The files of `repo` at its revision, sorted. Names that could not be fetched safely
     /// (absolute, `..`) are left out.
     pub async fn list_files(&self, repo: &RepoRef) -> Result<Vec<String>, HubError> {
+        let (hub, repo) = (self.clone(), repo.clone());
+        self.inner.io.run(async move { hub.list_files_here(&repo).await }).await
+    }
+
+    /// [`Hub::list_files`] on the runtime it is called on.
+    async fn list_files_here(&self, repo: &RepoRef) -> Result<Vec<String>, HubError> {
         names::check_repo_id(&repo.repo)?;
         names::check_revision(&repo.revision)?;
         let mut files = if self.config().offline {

@@ -4,7 +4,8 @@
 //! and returns their local paths. Big files come as parallel byte ranges; every
 //! connection counts against one limit shared by all files. Everything here is async;
 //! nothing blocks the runtime's threads (writes, hashing, fsync and moves run on the
-//! blocking pool). Transient failures are retried with backoff, stalled connections
+//! blocking pool), and transfers run on the hub's own small runtime ([`io_runtime`]), so
+//! a download does not make the caller's runtime late for its own work. Transient failures are retried with backoff, stalled connections
 //! restarted, and partial downloads resumed, within a process and after a restart.
 //! A file enters the cache only complete and verified (size, and the sha256 or git blob
 //! id that the Hub's ETag is), by atomic rename, and is synced to disk in the background. Many callers asking for one file share one transfer
@@ -15,6 +16,7 @@ mod cache;
 mod config;
 mod download;
 mod durable;
+mod io_runtime;
 mod listing;
 mod lock;
 mod metadata;
@@ -196,6 +198,8 @@ struct HubInner {
     syncing: Mutex<HashSet<PathBuf>>,
     /// Those syncs, for [`Hub::wait_until_synced`].
     pending_syncs: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Where transfers and listings run (see [`io_runtime`]).
+    io: io_runtime::IoRuntime,
 }
 
 impl Hub {
@@ -212,7 +216,8 @@ impl Hub {
         let connections = Semaphore::new(config.max_connections.max(1));
         let in_flight = Mutex::new(HashMap::new());
         let (syncing, pending_syncs) = (Mutex::new(HashSet::new()), Mutex::new(Vec::new()));
-        let inner = HubInner { config, client, metadata_client, in_flight, files, connections, syncing, pending_syncs };
+        let io = io_runtime::IoRuntime::default();
+        let inner = HubInner { config, client, metadata_client, in_flight, files, connections, syncing, pending_syncs, io };
         Ok(Hub { inner: Arc::new(inner) })
     }
 
@@ -364,8 +369,9 @@ impl Hub {
         let hub = self.clone();
         let repo = repo.clone();
         let file = file.to_string();
-        // A task of its own: the transfer goes on for the others if the first caller goes away.
-        tokio::spawn(async move {
+        // A task of its own, on the hub's runtime: the transfer goes on for the others if
+        // the first caller goes away.
+        self.inner.io.spawn(async move {
             let outcome = {
                 let _permit = hub.inner.files.acquire().await.expect("semaphore never closed");
                 download::download_file(&hub, &repo, &file, &sender).await

@@ -2,6 +2,8 @@
 //! GELU, normalisation), with AVX-512 where the CPU has it. A portable build of Rust vectorises only to SSE2,
 //! and exp/erf come from libm one value at a time.
 
+use half::f16;
+
 /// `Σ a·b`.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
@@ -22,6 +24,28 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
         return unsafe { x86::axpy(y, alpha, x) };
     }
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
+}
+
+/// `Σ a·b` with `b` in f16 (a KV cache row).
+pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512 F is present.
+        return unsafe { x86::dot_f16(a, b) };
+    }
+    a.iter().zip(b).map(|(a, b)| a * b.to_f32()).sum()
+}
+
+/// `y += alpha·x` with `x` in f16 (a KV cache row).
+pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
+    debug_assert_eq!(y.len(), x.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512 F is present.
+        return unsafe { x86::axpy_f16(y, alpha, x) };
+    }
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x.to_f32());
 }
 
 /// `x = exp(x - max)` in place; returns the sum (softmax without the division).
@@ -132,6 +156,7 @@ fn avx512() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use half::f16;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
@@ -166,6 +191,39 @@ mod x86 {
         }
         for j in n..y.len() {
             y[j] += alpha * x[j];
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len() / 16 * 16;
+        let mut s = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < n {
+            let wide = _mm512_cvtph_ps(_mm256_loadu_si256(b.as_ptr().add(i).cast()));
+            s = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), wide, s);
+            i += 16;
+        }
+        let mut sum = _mm512_reduce_add_ps(s);
+        for j in n..a.len() {
+            sum += a[j] * b[j].to_f32();
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
+        let n = y.len() / 16 * 16;
+        let a = _mm512_set1_ps(alpha);
+        let mut i = 0;
+        while i < n {
+            let p = y.as_mut_ptr().add(i);
+            let wide = _mm512_cvtph_ps(_mm256_loadu_si256(x.as_ptr().add(i).cast()));
+            _mm512_storeu_ps(p, _mm512_fmadd_ps(a, wide, _mm512_loadu_ps(p)));
+            i += 16;
+        }
+        for j in n..y.len() {
+            y[j] += alpha * x[j].to_f32();
         }
     }
 
@@ -315,6 +373,20 @@ mod tests {
             let exact = erf_f64(x as f64);
             assert!((erf(x) as f64 - exact).abs() < 5e-7, "erf({x}) = {}, not {exact}", erf(x));
         }
+    }
+
+    #[test]
+    fn f16_rows_widen_exactly_in_dot_and_axpy() {
+        // 70 values: four 16-lane blocks and a scalar tail.
+        let a: Vec<f32> = (0..70).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+        let b: Vec<f16> = (0..70).map(|i| f16::from_f32((i as f32 * 0.11).cos())).collect();
+        let widened: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+        let expected: f64 = a.iter().zip(&widened).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((dot_f16(&a, &b) as f64 - expected).abs() < 1e-4);
+        let (mut y, mut reference) = (a.clone(), a.clone());
+        axpy_f16(&mut y, 0.75, &b);
+        axpy(&mut reference, 0.75, &widened);
+        assert_eq!(y, reference);
     }
 
     #[test]

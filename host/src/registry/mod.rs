@@ -110,29 +110,19 @@ pub async fn run_blocking<T: Send + 'static>(
 ) -> LanternResult<T> {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
-        Err(error) if error.is_panic() => {
-            let payload = error.into_panic();
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(LanternError::InferenceFailed(format!("{what} panicked: {message}")))
-        }
+        Err(error) if error.is_panic() => Err(panic_error(what, error.into_panic())),
         Err(_) => Err(LanternError::Cancelled),
     }
 }
 
-/// Hands the heap's free pages back to the system. Loading a model frees nearly as much as
-/// it keeps (candle's tensors and GGUF blocks, converted into the families' own layouts and
-/// dropped), and glibc keeps freed memory in its arenas: without this a loaded MiniLM
-/// and SmolLM2 stayed ~60 MiB above their weights (BENCHMARKS.md, "Memory").
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+/// The typed error for a panic caught at a boundary: "`what` panicked: message".
+pub(crate) fn panic_error(what: &str, payload: Box<dyn std::any::Any + Send>) -> LanternError {
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    LanternError::InferenceFailed(format!("{what} panicked: {message}"))
 }
 
 /// Counts one running generation for as long as it lives.
@@ -426,7 +416,7 @@ impl ModelRegistry {
                 let weight_bytes = families::weight_bytes(&files);
                 let model = run_blocking("loading the model", move || {
                     let model = load(entry.family, &files, &device);
-                    release_freed_memory();
+                    crate::allocator::release_freed_memory();
                     model
                 })
                 .await

@@ -18,7 +18,8 @@
 
 use std::sync::Mutex;
 
-use candle_nn::VarBuilder;
+use crate::error::{LanternError, LanternResult};
+use crate::families::safetensors_file::SafetensorsFile;
 use serde::Deserialize;
 
 use crate::kernels::dense::{Activation, DenseLinear};
@@ -93,18 +94,30 @@ pub struct PackedBert {
     scratch: Mutex<Vec<Scratch>>,
 }
 
-fn tensor(weights: &VarBuilder, shape: &[usize], name: &str) -> candle_core::Result<Vec<f32>> {
-    weights.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
+/// Tensors under one name prefix of the checkpoint.
+struct Weights<'a> {
+    file: &'a SafetensorsFile,
+    prefix: String,
 }
 
-fn linear(weights: &VarBuilder, prefix: &str, outputs: usize, inputs: usize) -> candle_core::Result<DenseLinear> {
-    let weight = tensor(weights, &[outputs, inputs], &format!("{prefix}.weight"))?;
-    let bias = tensor(weights, &[outputs], &format!("{prefix}.bias"))?;
-    Ok(DenseLinear::new(weight, bias, outputs, inputs))
-}
+impl Weights<'_> {
+    fn pp(&self, part: impl std::fmt::Display) -> Weights<'_> {
+        Weights { file: self.file, prefix: format!("{}{part}.", self.prefix) }
+    }
 
-fn layer_norm(weights: &VarBuilder, prefix: &str, width: usize) -> candle_core::Result<LayerNorm> {
-    Ok(LayerNorm { weight: tensor(weights, &[width], &format!("{prefix}.weight"))?, bias: tensor(weights, &[width], &format!("{prefix}.bias"))? })
+    fn tensor(&self, shape: &[usize], name: &str) -> LanternResult<Vec<f32>> {
+        self.file.f32(&format!("{}{name}", self.prefix), shape)
+    }
+
+    fn linear(&self, prefix: &str, outputs: usize, inputs: usize) -> LanternResult<DenseLinear> {
+        let weight = self.tensor(&[outputs, inputs], &format!("{prefix}.weight"))?;
+        let bias = self.tensor(&[outputs], &format!("{prefix}.bias"))?;
+        Ok(DenseLinear::new(weight, bias, outputs, inputs))
+    }
+
+    fn layer_norm(&self, prefix: &str, width: usize) -> LanternResult<LayerNorm> {
+        Ok(LayerNorm { weight: self.tensor(&[width], &format!("{prefix}.weight"))?, bias: self.tensor(&[width], &format!("{prefix}.bias"))? })
+    }
 }
 
 impl PackedBert {
@@ -119,48 +132,44 @@ impl PackedBert {
         }
     }
 
-    pub fn load(weights: &VarBuilder, shape: &BertShape) -> candle_core::Result<Self> {
+    pub fn load(file: &SafetensorsFile, shape: &BertShape) -> LanternResult<Self> {
         let (vocab, positions, type_vocab) = (shape.vocab_size, shape.max_position_embeddings, shape.type_vocab_size);
         let activation = Self::supports(shape)
-            .ok_or_else(|| candle_core::Error::Msg(format!("hidden_act {:?} has no packed kernel", shape.hidden_act)))?;
+            .ok_or_else(|| LanternError::ModelNotSupported(format!("hidden_act {:?} has no packed kernel", shape.hidden_act)))?;
         // Checkpoints name their tensors `embeddings.…`, `bert.embeddings.…` or
         // `{model_type}.embeddings.…`, as candle's loader accepts.
         let probe = "embeddings.word_embeddings.weight";
-        let weights = if weights.contains_tensor(probe) {
-            weights.clone()
-        } else if weights.contains_tensor(&format!("bert.{probe}")) {
-            weights.pp("bert")
-        } else {
-            match &shape.model_type {
-                Some(model_type) if weights.contains_tensor(&format!("{model_type}.{probe}")) => weights.pp(model_type),
-                _ => weights.clone(),
-            }
-        };
+        let prefix = [Some("bert"), shape.model_type.as_deref()]
+            .into_iter()
+            .flatten()
+            .find(|prefix| !file.contains(probe) && file.contains(&format!("{prefix}.{probe}")))
+            .map_or(String::new(), |prefix| format!("{prefix}."));
+        let weights = Weights { file, prefix };
         let (h, i) = (shape.hidden_size, shape.intermediate_size);
         let head_dim = h / shape.num_attention_heads;
         let embeddings = weights.pp("embeddings");
-        let token_types = tensor(&embeddings, &[type_vocab, h], "token_type_embeddings.weight")?;
+        let token_types = embeddings.tensor(&[type_vocab, h], "token_type_embeddings.weight")?;
         let mut layers = Vec::with_capacity(shape.num_hidden_layers);
         for index in 0..shape.num_hidden_layers {
             let layer = weights.pp(format!("encoder.layer.{index}"));
             let qkv = ["query", "key", "value"]
                 .iter()
-                .map(|part| linear(&layer, &format!("attention.self.{part}"), h, h))
-                .collect::<candle_core::Result<Vec<_>>>()?;
+                .map(|part| layer.linear(&format!("attention.self.{part}"), h, h))
+                .collect::<LanternResult<Vec<_>>>()?;
             layers.push(Layer {
                 qkv: DenseLinear::stack(qkv),
-                attention_out: linear(&layer, "attention.output.dense", h, h)?,
-                attention_norm: layer_norm(&layer, "attention.output.LayerNorm", h)?,
-                up: linear(&layer, "intermediate.dense", i, h)?,
-                down: linear(&layer, "output.dense", h, i)?,
-                output_norm: layer_norm(&layer, "output.LayerNorm", h)?,
+                attention_out: layer.linear("attention.output.dense", h, h)?,
+                attention_norm: layer.layer_norm("attention.output.LayerNorm", h)?,
+                up: layer.linear("intermediate.dense", i, h)?,
+                down: layer.linear("output.dense", h, i)?,
+                output_norm: layer.layer_norm("output.LayerNorm", h)?,
             });
         }
         Ok(PackedBert {
-            word_embeddings: tensor(&embeddings, &[vocab, h], "word_embeddings.weight")?,
-            position_embeddings: tensor(&embeddings, &[positions, h], "position_embeddings.weight")?,
+            word_embeddings: embeddings.tensor(&[vocab, h], "word_embeddings.weight")?,
+            position_embeddings: embeddings.tensor(&[positions, h], "position_embeddings.weight")?,
             token_type: token_types[..h].to_vec(),
-            embedding_norm: layer_norm(&embeddings, "LayerNorm", h)?,
+            embedding_norm: embeddings.layer_norm("LayerNorm", h)?,
             layers,
             hidden: h,
             heads: shape.num_attention_heads,

@@ -6,6 +6,8 @@ mod encoder;
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
+
+use crate::families::safetensors_file::SafetensorsFile;
 use serde::Deserialize;
 
 use encoder::{BertShape, PackedBert};
@@ -107,12 +109,13 @@ pub fn load(files: &ModelFiles, device: &Device) -> LanternResult<BertEmbedder> 
         }
     };
     let tokenizer = loading::tokenizer(files, "tokenizer.json")?;
-    let weights = loading::safetensors(files, &["model.safetensors"], DType::F32, device)?;
     let network = if wants_candle(device, &shape) {
+        let weights = loading::safetensors(files, &["model.safetensors"], DType::F32, device)?;
         let config: Config = loading::json_config(files, "config.json")?;
         Network::Candle(BertModel::load(weights, &config).map_err(|e| LanternError::inference("loading BERT weights", e))?)
     } else {
-        Network::Packed(PackedBert::load(&weights, &shape).map_err(|e| LanternError::inference("loading BERT weights", e))?)
+        let file = SafetensorsFile::open(files.path("model.safetensors")?, "model.safetensors")?;
+        Network::Packed(PackedBert::load(&file, &shape)?)
     };
     let rules = EmbedderRules {
         family: "BERT",

@@ -7,7 +7,6 @@
 //! file should still fail at load time with a typed error, not in the middle of a run.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -15,9 +14,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use crate::error::{LanternError, LanternResult};
-
-/// Headers beyond this are not a checkpoint's (the real ones are a few hundred KB).
-const MAX_HEADER: u64 = 64 << 20;
+use crate::families::safetensors_file::SafetensorsFile;
 
 fn corrupt(label: &str, cause: impl std::fmt::Display) -> LanternError {
     LanternError::InferenceFailed(format!("loading {label}: {cause}"))
@@ -30,55 +27,13 @@ pub struct Shapes {
     tensors: BTreeMap<String, Vec<usize>>,
 }
 
-#[derive(serde::Deserialize)]
-struct Entry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: [u64; 2],
-}
-
-fn dtype_bytes(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "F64" | "I64" | "U64" => 8,
-        "F32" | "I32" | "U32" => 4,
-        "F16" | "BF16" | "I16" | "U16" => 2,
-        "F8_E4M3" | "F8_E5M2" | "I8" | "U8" | "BOOL" => 1,
-        _ => return None,
-    })
-}
 
 impl Shapes {
     /// Reads and checks the header of `path` (`label` names it in errors): every tensor's
     /// bytes must lie inside the file and match its dtype and shape.
     pub fn read(path: &Path, label: &str) -> LanternResult<Shapes> {
-        let mut file = std::fs::File::open(path).map_err(|e| corrupt(label, e))?;
-        let file_len = file.metadata().map_err(|e| corrupt(label, e))?.len();
-        let mut len = [0u8; 8];
-        file.read_exact(&mut len).map_err(|_| corrupt(label, "not a safetensors file (too short)"))?;
-        let header_len = u64::from_le_bytes(len);
-        if header_len > MAX_HEADER || header_len + 8 > file_len {
-            return Err(corrupt(label, format!("not a safetensors file (header of {header_len} bytes in a {file_len}-byte file)")));
-        }
-        let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header).map_err(|e| corrupt(label, e))?;
-        let entries: BTreeMap<String, serde_json::Value> =
-            serde_json::from_slice(&header).map_err(|e| corrupt(label, format!("unreadable safetensors header: {e}")))?;
-        let data_len = file_len - 8 - header_len;
-        let mut tensors = BTreeMap::new();
-        for (name, value) in entries {
-            if name == "__metadata__" {
-                continue;
-            }
-            let entry: Entry = serde_json::from_value(value).map_err(|e| corrupt(label, format!("tensor {name}: {e}")))?;
-            let size = dtype_bytes(&entry.dtype).ok_or_else(|| corrupt(label, format!("tensor {name}: unknown dtype {}", entry.dtype)))?;
-            let [start, end] = entry.data_offsets;
-            let elements = entry.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
-            let expected = elements.and_then(|n| n.checked_mul(size));
-            if start > end || end > data_len || Some(end - start) != expected {
-                return Err(corrupt(label, format!("tensor {name}: bytes {start}..{end} do not fit the file or its shape {:?}", entry.shape)));
-            }
-            tensors.insert(name, entry.shape);
-        }
+        let file = SafetensorsFile::open(path, label)?;
+        let tensors = file.tensors().iter().map(|(name, entry)| (name.clone(), entry.shape.clone())).collect();
         Ok(Shapes { label: label.to_string(), tensors })
     }
 

@@ -1,5 +1,5 @@
 //! Projections and embeddings read from a GGUF for the host's own forward passes
-//! ([`super::llama`]): repacked into [`TiledMatrix`] tiles when the format allows (Q4_0,
+//! ([`super::llama`], the dense decoder engine): repacked into [`TiledMatrix`] tiles when the format allows (Q4_0,
 //! Q4_1, Q8_0), else candle's quantized matmul (k-quants, f16, …), so any file loads and
 //! the common formats run on the host's kernels.
 
@@ -92,6 +92,22 @@ impl Linear {
         match self {
             Linear::Tiled(m) => m.parts()[i].0,
             Linear::Candle { parts, .. } => parts[i].1,
+        }
+    }
+
+    /// How many fused parts this projection has (tensors it was loaded from).
+    pub fn parts(&self) -> usize {
+        match self {
+            Linear::Tiled(m) => m.parts().len(),
+            Linear::Candle { parts, .. } => parts.len(),
+        }
+    }
+
+    /// Output rows of fused part `i` (without the tiles' padding).
+    pub fn rows(&self, i: usize) -> usize {
+        match self {
+            Linear::Tiled(m) => m.parts()[i].1,
+            Linear::Candle { parts, .. } => parts[i].2,
         }
     }
 

@@ -1,35 +1,114 @@
-//! The host's own forward pass for dense `llama` GGUFs (SmolLM2, Llama 2/3, Mistral), on
-//! plain f32 buffers and the host's kernels ([`crate::kernels`]).
+//! The host's own forward pass for the dense decoder GGUFs — `llama` (SmolLM2, Llama 2/3,
+//! Mistral), `qwen2` (Qwen2, Qwen2.5, Qwen2.5-Coder), `qwen3` (dense Qwen3) and `phi3`
+//! (Phi-3, Phi-4) — on plain f32 buffers and the host's kernels ([`crate::kernels`]). The
+//! module keeps llama's name because the others are llama's graph with a few switches
+//! ([`Architecture`]); one engine, not four copies of a forward pass.
 //!
-//! Why not candle's `quantized_llama` (still used for mixture-of-experts llama files):
-//! every decode step copies the whole KV cache (`Tensor::cat`) and repeats it per query
-//! head, quantizes the activations once per projection, allocates each op's output and
-//! runs ~30 tensor ops per layer, and its Q4_1 dot product is scalar in a portable build
-//! (0.22× llama.cpp's decode speed, BENCHMARKS.md). Here:
+//! Why not candle's `quantized_llama` / `quantized_qwen2` / the host's candle ports in
+//! [`super::qwen3`] and [`super::phi3`] (still used for mixture-of-experts llama files, on
+//! non-CPU devices and with `LANTERN_GGUF_ENGINE=candle`): every decode step copies the
+//! whole KV cache (`Tensor::cat`) and repeats it per query head, quantizes the activations
+//! once per projection, allocates each op's output and runs ~30 tensor ops per layer, and
+//! its Q4_1 dot product is scalar in a portable build (0.22× llama.cpp's decode speed,
+//! BENCHMARKS.md). Here:
 //! - q|k|v and gate|up are fused projections (one activation quantization, one parallel
 //!   region each), on weight tiles in the GGUF's own formats ([`linear`](super::linear));
+//!   formats the tiles do not hold (k-quants, f16, f32) run on candle's quantized matmul
+//!   inside the same [`Linear`];
 //! - the KV cache grows in place and grouped-query heads read their shared key/value head
 //!   directly;
 //! - buffers live in the session and are reused from token to token;
 //! - a prompt runs all its tokens through each projection at once (four activation rows
 //!   share each weight load).
 //!
-//! The graph is llama.cpp's `llm_build_llama`: RMS norm → q, k, v → rotary (interleaved
-//! pairs, GGML's "normal" mode; `rope_freqs.weight` divides the frequencies when present,
-//! as for Llama 3.1) → causal softmax(q·kᵀ/√d)·v → output → residual; RMS norm →
-//! SiLU(gate)·up → down → residual; final RMS norm → output (tied to the embeddings when
-//! `output.weight` is absent).
+//! The graph is llama.cpp's `llm_build_llama`: RMS norm → q, k, v → rotary → causal
+//! softmax(q·kᵀ/√d)·v → output → residual; RMS norm → SiLU(gate)·up → down → residual;
+//! final RMS norm → output (tied to the embeddings when `output.weight` is absent). What
+//! the other architectures change, as llama.cpp's `llm_build_qwen2` / `_qwen3` / `_phi3`:
+//!
+//! | | rotary | q, k, v | gate, up | extra |
+//! |---|---|---|---|---|
+//! | `llama` | interleaved pairs (GGML "normal"); `rope_freqs.weight` divides the frequencies (Llama 3.1) | `attn_q`, `attn_k`, `attn_v` | `ffn_gate`, `ffn_up` | |
+//! | `qwen2` | NeoX (pair i is x[i], x[i + d/2]) | separate, with biases `attn_{q,k,v}.bias` | separate | |
+//! | `qwen3` | NeoX | separate | separate | RMS norm of each query and key head (`attn_q_norm`, `attn_k_norm`) before the rotary |
+//! | `phi3` | NeoX over the first `phi3.rope.dimension_count` values; LongRoPE factors and `attn_factor` ([`super::phi3::rope_settings`], which also refuses linear/YaRN scaling) | one `attn_qkv` tensor (or separate) | one `ffn_up` tensor, gate rows first | |
+//!
+//! The rotary angles are computed in f64 (candle's qwen3 tables are f16 by default and
+//! wrong past position 2048; its phi3 ignores `phi3.rope.freq_base`). Other RoPE scalings
+//! in qwen2/qwen3 metadata (YaRN for 128k contexts) are ignored, as candle's modules these
+//! replace ignored them.
 
 use std::io::{Read, Seek};
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Result, Tensor};
+use half::f16;
 
 use super::linear::{Embedding, Linear};
+use crate::error::{LanternError, LanternResult};
 use crate::kernels::activations::QuantizedActivations;
 use crate::kernels::parallel::{self, SharedMut};
 use crate::kernels::vector;
+
+/// The dense decoder architectures this engine runs, by `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+    Qwen3,
+    Phi3,
+}
+
+impl Architecture {
+    pub fn from_name(name: &str) -> Option<Architecture> {
+        Some(match name {
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
+            "phi3" => Architecture::Phi3,
+            _ => return None,
+        })
+    }
+
+    /// The metadata keys' prefix (`llama.block_count`, …), also the architecture's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
+            Architecture::Phi3 => "phi3",
+        }
+    }
+
+    /// llama.cpp's rope type for the architecture (`llama_model_rope_type`).
+    fn rope(self) -> RopeStyle {
+        match self {
+            Architecture::Llama => RopeStyle::Interleaved,
+            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Phi3 => RopeStyle::NeoX,
+        }
+    }
+
+    /// Whether the q, k and v projections have biases (required: llama.cpp's qwen2 loader
+    /// and candle's `quantized_qwen2` both need them).
+    fn qkv_biases(self) -> bool {
+        self == Architecture::Qwen2
+    }
+
+    /// Whether each query and key head is RMS-normed before the rotary (required).
+    fn head_norms(self) -> bool {
+        self == Architecture::Qwen3
+    }
+}
+
+/// How a head's rotated values are paired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RopeStyle {
+    /// GGML's "normal" mode: pairs (x[2i], x[2i + 1]).
+    Interleaved,
+    /// GPT-NeoX's: pairs (x[i], x[i + d/2]) over the `d` rotated values.
+    NeoX,
+}
 
 #[derive(Debug, Clone)]
 struct Config {
@@ -39,14 +118,25 @@ struct Config {
     kv_heads: usize,
     head_dim: usize,
     eps: f32,
+    rope: RopeStyle,
 }
 
 struct Layer {
     attn_norm: Vec<f32>,
     qkv: Linear,
+    /// Where k and v start in a q|k|v output row: the fused parts' offsets, or for one
+    /// fused tensor (phi3's `attn_qkv`) the widths the configuration gives.
+    k_at: usize,
+    v_at: usize,
+    /// q|k|v biases laid out as a q|k|v output row (qwen2).
+    qkv_bias: Option<Vec<f32>>,
+    /// Per-head RMS norm weights of queries and keys (qwen3).
+    head_norms: Option<(Vec<f32>, Vec<f32>)>,
     output: Linear,
     ffn_norm: Vec<f32>,
     gate_up: Linear,
+    /// Where up starts in a gate|up output row.
+    up_at: usize,
     down: Linear,
 }
 
@@ -58,8 +148,10 @@ pub struct Llama {
     /// `None`: tied to the embedding table.
     output: Option<Linear>,
     /// Per rotary pair, its angle per position: `base^(-2i/rope_dim)`, divided by the pair's
-    /// factor in `rope_freqs.weight` when the file has one.
+    /// factor (`rope_freqs.weight`, phi3's LongRoPE factors) when the file has one.
     thetas: Vec<f64>,
+    /// Scales cos and sin (phi3's `rope.scaling.attn_factor`; 1 elsewhere).
+    attn_factor: f64,
     vocab: usize,
 }
 
@@ -76,22 +168,53 @@ fn md_f32(content: &Content, key: &str) -> Option<f32> {
 }
 
 impl Llama {
-    /// Whether this file is one this module runs: dense llama (no experts).
+    /// Whether this file is one this engine runs: a dense file of one of the
+    /// [`Architecture`]s (llama files with experts go to candle's `quantized_llama`).
     pub fn handles(content: &Content) -> bool {
-        md_u32(content, "llama.expert_count").unwrap_or(0) <= 1
+        let name = super::metadata_string(content, "general.architecture").unwrap_or_default();
+        match Architecture::from_name(&name) {
+            Some(architecture) => md_u32(content, &format!("{}.expert_count", architecture.name())).unwrap_or(0) <= 1,
+            None => false,
+        }
     }
 
-    pub fn from_gguf<R: Read + Seek>(content: &Content, reader: &mut R) -> Result<Llama> {
+    /// Loads the weights. Refusals of what the engine does not compute (phi3's RoPE
+    /// scalings) are `ModelNotSupported`; broken files are `InferenceFailed`.
+    pub fn from_gguf<R: Read + Seek>(content: &Content, reader: &mut R) -> LanternResult<Llama> {
+        let name = super::metadata_string(content, "general.architecture").unwrap_or_default();
+        let architecture = Architecture::from_name(&name)
+            .ok_or_else(|| LanternError::ModelNotSupported(format!("the dense decoder engine does not run {name:?} GGUFs")))?;
+        let failed = |e: candle_core::Error| LanternError::inference(&format!("loading {name} weights"), e);
+        let prefix = architecture.name();
         let need = |key: &str| {
-            md_u32(content, &format!("llama.{key}")).ok_or_else(|| candle_core::Error::Msg(format!("llama.{key} is missing")))
+            md_u32(content, &format!("{prefix}.{key}"))
+                .ok_or_else(|| LanternError::InferenceFailed(format!("the {prefix} GGUF has no {prefix}.{key} in its metadata")))
         };
         let (heads, hidden, layers) = (need("attention.head_count")?, need("embedding_length")?, need("block_count")?);
-        let kv_heads = md_u32(content, "llama.attention.head_count_kv").unwrap_or(heads);
-        let head_dim = md_u32(content, "llama.attention.key_length").unwrap_or(hidden / heads.max(1));
-        let rope_dim = md_u32(content, "llama.rope.dimension_count").unwrap_or(head_dim);
-        let rope_base = md_f32(content, "llama.rope.freq_base").unwrap_or(10_000.0);
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || head_dim % 2 != 0 || rope_dim > head_dim || rope_dim % 2 != 0 {
-            candle_core::bail!("llama: {heads} heads, {kv_heads} key/value heads of {head_dim} (rotary {rope_dim}) do not fit");
+        let kv_heads = md_u32(content, &format!("{prefix}.attention.head_count_kv")).unwrap_or(heads);
+        let head_dim = md_u32(content, &format!("{prefix}.attention.key_length")).unwrap_or(hidden / heads.max(1));
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || head_dim == 0 || head_dim % 2 != 0 {
+            return Err(LanternError::InferenceFailed(format!(
+                "{prefix}: {heads} heads, {kv_heads} key/value heads of {head_dim} do not fit"
+            )));
+        }
+        // The rotary: its width, base, per-pair divisors and cos/sin scale.
+        let (rope_dim, rope_base, factors_tensor, attn_factor) = match architecture {
+            Architecture::Phi3 => {
+                let context = md_u32(content, "phi3.context_length").unwrap_or(4096);
+                let settings = super::phi3::rope_settings(content, head_dim, context)?;
+                (settings.dims, settings.base, settings.factors, settings.attn_factor)
+            }
+            _ => {
+                let dims = md_u32(content, &format!("{prefix}.rope.dimension_count")).unwrap_or(head_dim);
+                // llama.cpp's default base when the key is absent, for every architecture.
+                let base = md_f32(content, &format!("{prefix}.rope.freq_base")).unwrap_or(10_000.0) as f64;
+                let factors = content.tensor_infos.contains_key("rope_freqs.weight").then_some("rope_freqs.weight");
+                (dims, base, factors, 1.0)
+            }
+        };
+        if rope_dim > head_dim || rope_dim % 2 != 0 || rope_dim == 0 {
+            return Err(LanternError::InferenceFailed(format!("{prefix}: a rotary of {rope_dim} in heads of {head_dim}")));
         }
         let config = Config {
             layers,
@@ -99,59 +222,121 @@ impl Llama {
             heads,
             kv_heads,
             head_dim,
-            eps: md_f32(content, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            eps: md_f32(content, &format!("{prefix}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+            rope: architecture.rope(),
         };
-        let token_embd = content.tensor(reader, "token_embd.weight", &Device::Cpu)?;
-        let embedding = Embedding::from_tensor(&token_embd)?;
-        let vocab = embedding.rows();
-        let output = match content.tensor_infos.contains_key("output.weight") {
-            true => Some(Linear::load(content, reader, &["output.weight".into()])?),
-            false => match embedding {
-                Embedding::Tiled(_) => None,
-                Embedding::Dense { .. } => Some(Linear::from_tensors(vec![token_embd])?),
-            },
-        };
-        let freq_factors = match content.tensor_infos.contains_key("rope_freqs.weight") {
-            true => vector_of(content, reader, "rope_freqs.weight")?,
-            false => vec![1.0; rope_dim / 2],
-        };
-        if freq_factors.len() != rope_dim / 2 {
-            candle_core::bail!("rope_freqs.weight has {} factors for {} rotary pairs", freq_factors.len(), rope_dim / 2);
-        }
-        let mut blocks = Vec::with_capacity(layers);
-        for i in 0..layers {
-            let name = |n: &str| format!("blk.{i}.{n}.weight");
-            let layer = Layer {
-                attn_norm: vector_of(content, reader, &name("attn_norm"))?,
-                qkv: Linear::load(content, reader, &[name("attn_q"), name("attn_k"), name("attn_v")])?,
-                output: Linear::load(content, reader, &[name("attn_output")])?,
-                ffn_norm: vector_of(content, reader, &name("ffn_norm"))?,
-                gate_up: Linear::load(content, reader, &[name("ffn_gate"), name("ffn_up")])?,
-                down: Linear::load(content, reader, &[name("ffn_down")])?,
+        let load = |reader: &mut R| -> Result<Llama> {
+            let token_embd = content.tensor(reader, "token_embd.weight", &Device::Cpu)?;
+            let embedding = Embedding::from_tensor(&token_embd)?;
+            let vocab = embedding.rows();
+            // The GGUF copy of the table goes before the rest loads (the tiled table or the
+            // output projection holds what is needed): kept to the end, it was 17.7 MiB of
+            // SmolLM2's load peak (BENCHMARKS.md, "Memory").
+            let output = match (content.tensor_infos.contains_key("output.weight"), &embedding) {
+                (true, _) => {
+                    drop(token_embd);
+                    Some(Linear::load(content, reader, &["output.weight".into()])?)
+                }
+                (false, Embedding::Tiled(_)) => {
+                    drop(token_embd);
+                    None
+                }
+                (false, Embedding::Dense { .. }) => Some(Linear::from_tensors(vec![token_embd])?),
             };
-            let q_width = heads * head_dim;
-            let kv_width = kv_heads * head_dim;
-            if layer.qkv.offset(1) < q_width || layer.qkv.offset(2) < layer.qkv.offset(1) + kv_width || layer.attn_norm.len() != hidden {
-                candle_core::bail!("blk.{i}: attention weights do not match {heads}×{head_dim} / {kv_heads}×{head_dim}");
+            let freq_factors = match factors_tensor {
+                Some(name) => vector_of(content, reader, name)?,
+                None => vec![1.0; rope_dim / 2],
+            };
+            if freq_factors.len() != rope_dim / 2 {
+                candle_core::bail!("the rope factors have {} entries for {} rotary pairs", freq_factors.len(), rope_dim / 2);
             }
-            blocks.push(layer);
-        }
-        let norm = vector_of(content, reader, "output_norm.weight")?;
-        let thetas = freq_factors
-            .iter()
-            .enumerate()
-            .map(|(pair, factor)| (rope_base as f64).powf(-((2 * pair) as f64) / rope_dim as f64) / *factor as f64)
-            .collect();
-        Ok(Llama { config, embedding, layers: blocks, norm, output, thetas, vocab })
+            let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
+            let mut blocks = Vec::with_capacity(layers);
+            for i in 0..layers {
+                let name = |n: &str| format!("blk.{i}.{n}.weight");
+                let has = |n: &str| content.tensor_infos.contains_key(&name(n));
+                let attn_norm = vector_of(content, reader, &name("attn_norm"))?;
+                // Each part at least as wide as the heads need (a fused tensor: all three).
+                let (qkv, k_at, v_at) = if has("attn_qkv") && !has("attn_q") {
+                    let qkv = Linear::load(content, reader, &[name("attn_qkv")])?;
+                    if qkv.rows(0) < q_width + 2 * kv_width {
+                        candle_core::bail!("blk.{i}.attn_qkv has {} rows for q|k|v of {q_width}|{kv_width}|{kv_width}", qkv.rows(0));
+                    }
+                    (qkv, q_width, q_width + kv_width)
+                } else {
+                    let qkv = Linear::load(content, reader, &[name("attn_q"), name("attn_k"), name("attn_v")])?;
+                    if qkv.rows(0) < q_width || qkv.rows(1) < kv_width || qkv.rows(2) < kv_width {
+                        candle_core::bail!("blk.{i}: attention weights do not match {heads}×{head_dim} / {kv_heads}×{head_dim}");
+                    }
+                    let (k_at, v_at) = (qkv.offset(1), qkv.offset(2));
+                    (qkv, k_at, v_at)
+                };
+                if attn_norm.len() != hidden {
+                    candle_core::bail!("blk.{i}.attn_norm has {} values for a hidden size of {hidden}", attn_norm.len());
+                }
+                let qkv_bias = match architecture.qkv_biases() {
+                    true => {
+                        let mut bias = vec![0.0; qkv.width()];
+                        for (part, at, rows) in [("attn_q", 0, qkv.rows(0)), ("attn_k", k_at, qkv.rows(1)), ("attn_v", v_at, qkv.rows(2))] {
+                            let values = vector_of(content, reader, &format!("blk.{i}.{part}.bias"))?;
+                            if values.len() != rows {
+                                candle_core::bail!("blk.{i}.{part}.bias has {} values for {rows} rows", values.len());
+                            }
+                            bias[at..][..rows].copy_from_slice(&values);
+                        }
+                        Some(bias)
+                    }
+                    false => None,
+                };
+                let head_norms = match architecture.head_norms() {
+                    true => {
+                        let (q, k) = (vector_of(content, reader, &name("attn_q_norm"))?, vector_of(content, reader, &name("attn_k_norm"))?);
+                        if q.len() != head_dim || k.len() != head_dim {
+                            candle_core::bail!("blk.{i}: head norms of {} and {} values for heads of {head_dim}", q.len(), k.len());
+                        }
+                        Some((q, k))
+                    }
+                    false => None,
+                };
+                let output = Linear::load(content, reader, &[name("attn_output")])?;
+                let ffn_norm = vector_of(content, reader, &name("ffn_norm"))?;
+                let down = Linear::load(content, reader, &[name("ffn_down")])?;
+                let ffn = down.k();
+                // Phi-3 stores gate|up as one `ffn_up` tensor, gate rows first.
+                let (gate_up, up_at) = if has("ffn_gate") {
+                    let gate_up = Linear::load(content, reader, &[name("ffn_gate"), name("ffn_up")])?;
+                    let up_at = gate_up.offset(1);
+                    (gate_up, up_at)
+                } else {
+                    (Linear::load(content, reader, &[name("ffn_up")])?, ffn)
+                };
+                let gate_up_rows = (0..gate_up.parts()).map(|p| gate_up.rows(p)).sum::<usize>();
+                if gate_up_rows != 2 * ffn || ffn_norm.len() != hidden {
+                    candle_core::bail!("blk.{i}: gate|up of {gate_up_rows} rows for a feed-forward of {ffn}");
+                }
+                blocks.push(Layer { attn_norm, qkv, k_at, v_at, qkv_bias, head_norms, output, ffn_norm, gate_up, up_at, down });
+            }
+            let norm = vector_of(content, reader, "output_norm.weight")?;
+            let thetas = freq_factors
+                .iter()
+                .enumerate()
+                .map(|(pair, factor)| rope_base.powf(-((2 * pair) as f64) / rope_dim as f64) / *factor as f64)
+                .collect();
+            Ok(Llama { config: config.clone(), embedding, layers: blocks, norm, output, thetas, attn_factor, vocab })
+        };
+        load(reader).map_err(failed)
     }
 }
 
 /// One generation's state: the KV cache and reused buffers.
 pub struct Session {
     model: Arc<Llama>,
-    /// Per layer, `positions × kv_heads·head_dim` keys and values.
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    /// Per layer, `positions × kv_heads·head_dim` keys and values, in f16 as llama.cpp
+    /// keeps them by default: half the memory of f32 (sixteen SmolLM2 generations at
+    /// once held ~30 MiB of cache in f32, BENCHMARKS.md "Memory") and half the bytes each
+    /// attention step reads; widened back to f32 inside the dot products.
+    keys: Vec<Vec<f16>>,
+    values: Vec<Vec<f16>>,
     len: usize,
     buffers: Buffers,
 }
@@ -168,6 +353,8 @@ struct Buffers {
     logits: Vec<f32>,
     /// Per new token, per rotary pair: `(sin, cos)` of its angle.
     rotations: Vec<(f32, f32)>,
+    /// One head's values, for the in-place head norms.
+    head: Vec<f32>,
     activations: QuantizedActivations,
 }
 
@@ -182,13 +369,26 @@ impl Session {
         Session { model, keys: vec![Vec::new(); layers], values: vec![Vec::new(); layers], len: 0, buffers: Buffers::default() }
     }
 
-    /// Rotates `x`'s first values in interleaved pairs by one position's `(sin, cos)`s.
-    fn rotate(x: &mut [f32], rotation: &[(f32, f32)]) {
+    /// Rotates `x`'s first `2 · rotation.len()` values by one position's `(sin, cos)`s,
+    /// paired as `style` says; the rest pass through (phi3's partial rotary).
+    fn rotate(x: &mut [f32], rotation: &[(f32, f32)], style: RopeStyle) {
+        let half = rotation.len();
         for (pair, &(sin, cos)) in rotation.iter().enumerate() {
-            let (a, b) = (x[2 * pair], x[2 * pair + 1]);
-            x[2 * pair] = a * cos - b * sin;
-            x[2 * pair + 1] = a * sin + b * cos;
+            let (i, j) = match style {
+                RopeStyle::Interleaved => (2 * pair, 2 * pair + 1),
+                RopeStyle::NeoX => (pair, pair + half),
+            };
+            let (a, b) = (x[i], x[j]);
+            x[i] = a * cos - b * sin;
+            x[j] = a * sin + b * cos;
         }
+    }
+
+    /// RMS-normalises one head in place (qwen3's query and key norms).
+    fn norm_head(x: &mut [f32], weight: &[f32], eps: f32, scratch: &mut Vec<f32>) {
+        scratch.clear();
+        scratch.extend_from_slice(x);
+        vector::rms_norm(scratch, weight, eps, x);
     }
 
     /// Runs `tokens` at positions `position..`, returning the last token's logits.
@@ -224,7 +424,7 @@ impl Session {
         for r in 0..rows {
             b.rotations.extend(model.thetas.iter().map(|theta| {
                 let (sin, cos) = ((position + r) as f64 * theta).sin_cos();
-                (sin as f32, cos as f32)
+                ((sin * model.attn_factor) as f32, (cos * model.attn_factor) as f32)
             }));
         }
         for (index, layer) in model.layers.iter().enumerate() {
@@ -235,18 +435,29 @@ impl Session {
             let qkv_width = layer.qkv.width();
             let qkv = resize(&mut b.qkv, rows * qkv_width);
             layer.qkv.forward(normed, rows, &mut b.activations, qkv)?;
-            let (k_at, v_at) = (layer.qkv.offset(1), layer.qkv.offset(2));
+            let (k_at, v_at) = (layer.k_at, layer.v_at);
             for r in 0..rows {
                 let row = &mut qkv[r * qkv_width..][..qkv_width];
+                if let Some(bias) = &layer.qkv_bias {
+                    row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+                }
+                if let Some((q_norm, k_norm)) = &layer.head_norms {
+                    for h in 0..c.heads {
+                        Self::norm_head(&mut row[h * c.head_dim..][..c.head_dim], q_norm, c.eps, &mut b.head);
+                    }
+                    for h in 0..c.kv_heads {
+                        Self::norm_head(&mut row[k_at + h * c.head_dim..][..c.head_dim], k_norm, c.eps, &mut b.head);
+                    }
+                }
                 let rotation = &b.rotations[r * pairs..][..pairs];
                 for h in 0..c.heads {
-                    Self::rotate(&mut row[h * c.head_dim..][..c.head_dim], rotation);
+                    Self::rotate(&mut row[h * c.head_dim..][..c.head_dim], rotation, c.rope);
                 }
                 for h in 0..c.kv_heads {
-                    Self::rotate(&mut row[k_at + h * c.head_dim..][..c.head_dim], rotation);
+                    Self::rotate(&mut row[k_at + h * c.head_dim..][..c.head_dim], rotation, c.rope);
                 }
-                self.keys[index].extend_from_slice(&row[k_at..][..kv_width]);
-                self.values[index].extend_from_slice(&row[v_at..][..kv_width]);
+                self.keys[index].extend(row[k_at..][..kv_width].iter().map(|&x| f16::from_f32(x)));
+                self.values[index].extend(row[v_at..][..kv_width].iter().map(|&x| f16::from_f32(x)));
             }
             let q_width = c.heads * c.head_dim;
             let attended = resize(&mut b.attended, rows * q_width);
@@ -263,7 +474,7 @@ impl Session {
             let gate_up = resize(&mut b.gate_up, rows * gu_width);
             layer.gate_up.forward(normed, rows, &mut b.activations, gate_up)?;
             let ffn = layer.down.k();
-            let up_at = layer.gate_up.offset(1);
+            let up_at = layer.up_at;
             let activated = resize(&mut b.activated, rows * ffn);
             for r in 0..rows {
                 let row = &gate_up[r * gu_width..][..gu_width];
@@ -307,7 +518,7 @@ fn add_rows(x: &mut [f32], y: &[f32], stride: usize, hidden: usize, rows: usize)
 /// Causal attention of `rows` new queries (at `position..`) over the cache, which already
 /// holds their own keys and values. Query head `h` reads key/value head `h / group`.
 #[allow(clippy::too_many_arguments)]
-fn attend(c: &Config, qkv: &[f32], qkv_width: usize, keys: &[f32], values: &[f32], position: usize, rows: usize, out: &mut [f32]) {
+fn attend(c: &Config, qkv: &[f32], qkv_width: usize, keys: &[f16], values: &[f16], position: usize, rows: usize, out: &mut [f32]) {
     let (d, kv_width, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
     let scale = 1.0 / (d as f32).sqrt();
     let q_width = c.heads * d;
@@ -317,13 +528,13 @@ fn attend(c: &Config, qkv: &[f32], qkv_width: usize, keys: &[f32], values: &[f32
         let kv = (h / group) * d;
         let seen = position + r + 1;
         scores.clear();
-        scores.extend((0..seen).map(|p| vector::dot(q, &keys[p * kv_width + kv..][..d]) * scale));
+        scores.extend((0..seen).map(|p| vector::dot_f16(q, &keys[p * kv_width + kv..][..d]) * scale));
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
         let total = vector::exp_shifted_sum(scores, max);
         let out = &mut out[r * q_width + h * d..][..d];
         out.fill(0.0);
         for (p, weight) in scores.iter().enumerate() {
-            vector::axpy(out, weight / total, &values[p * kv_width + kv..][..d]);
+            vector::axpy_f16(out, weight / total, &values[p * kv_width + kv..][..d]);
         }
     };
     let items = rows * c.heads;
@@ -347,5 +558,15 @@ impl super::super::decoding::CausalLm for Session {
         let tokens = input.flatten_all()?.to_vec1::<u32>()?;
         let logits = self.forward_tokens(&tokens, position)?;
         Tensor::from_vec(logits, self.model.vocab, &Device::Cpu)
+    }
+
+    /// The KV cache at its final size: grown by doubling, a short answer's cache held up
+    /// to twice what it used (~4 MiB per SmolLM2 generation instead of ~2; sixteen
+    /// plugins generating at once, BENCHMARKS.md "Memory").
+    fn reserve(&mut self, positions: usize) {
+        let width = self.model.config.kv_heads * self.model.config.head_dim;
+        for cache in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            cache.reserve_exact((positions * width).saturating_sub(cache.len()));
+        }
     }
 }

@@ -1,16 +1,21 @@
-//! GGUF quantized language models through candle's quantized model code, behind the
-//! text-generation capability. The architecture is read from `general.architecture`
-//! in the file's metadata, never guessed from its name:
+//! GGUF quantized language models behind the text-generation capability. The architecture
+//! is read from `general.architecture` in the file's metadata, never guessed from its name:
 //!
-//! | `general.architecture` | candle module | models |
+//! | `general.architecture` | runs on | models |
 //! |---|---|---|
-//! | `llama` | [`llama`] (the host's forward pass and kernels; candle's `quantized_llama` for MoE files) | SmolLM2, Llama 2/3, Mistral |
-//! | `qwen3` | [`qwen3`] (candle's `quantized_qwen3`, rope tables from f64 angles, not f16) | Qwen3, Qwen3-Coder (dense) |
+//! | `llama` | [`llama`], the host's dense decoder engine (candle's `quantized_llama` for MoE files) | SmolLM2, Llama 2/3, Mistral |
+//! | `qwen2` | [`llama`] (NeoX rotary, q/k/v biases) | Qwen2, Qwen2.5, Qwen2.5-Coder |
+//! | `qwen3` | [`llama`] (NeoX rotary, per-head q/k norms) | Qwen3, Qwen3-Coder (dense) |
+//! | `phi3` | [`llama`] (partial NeoX rotary, LongRoPE, fused `attn_qkv` / gate\|up) | Phi-3, Phi-4 (reasoning) |
 //! | `qwen3moe` | [`qwen3_moe`] (candle's `quantized_qwen3_moe` runs on CUDA only) | Qwen3 / Qwen3-Coder MoE |
-//! | `phi3` | [`phi3`] (candle's `quantized_phi3` ignores `phi3.rope.freq_base`) | Phi-3, Phi-4 (reasoning) |
-//! | `qwen2` | `quantized_qwen2` | Qwen2, Qwen2.5, Qwen2.5-Coder |
 //! | `gemma3` | [`gemma3`] (candle's `quantized_gemma3` gates its FFN with SiLU, not GELU) | Gemma 3 |
 //! | `deepseek2` | [`deepseek2`] (candle 0.11 has no quantized loader; its safetensors `deepseek2` has only V2's softmax router) | DeepSeek-V2/V3, Kimi-K2 |
+//!
+//! The dense decoder engine runs on the CPU. On other devices, and with
+//! `LANTERN_GGUF_ENGINE=candle` (for comparison), the dense architectures run on candle's
+//! modules instead: `quantized_llama`, `quantized_qwen2`, and the host's ports [`qwen3`]
+//! (candle's `quantized_qwen3` with rope tables from f64 angles, not f16) and [`phi3`]
+//! (candle's `quantized_phi3` ignores `phi3.rope.freq_base`).
 //!
 //! The tokenizer comes from the GGUF metadata ([`tokenizer`]); the chat template from
 //! `tokenizer.chat_template` or a fallback ([`chat_template`]).
@@ -51,9 +56,11 @@ const END_OF_TURN_TOKENS: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<
 /// The loaded weights. Each generation gets its own copy (the weights are shared through
 /// `Arc`s inside; only the KV cache is per copy), so generations run in parallel.
 enum Weights {
-    /// Dense llama files on the host's own forward pass and kernels ([`llama`]).
-    FastLlama(std::sync::Arc<llama::Llama>),
-    /// Mixture-of-experts llama files (and `LANTERN_GGUF_ENGINE=candle`): candle's module.
+    /// Dense llama, qwen2, qwen3 and phi3 files on the host's own forward pass and
+    /// kernels ([`llama`]).
+    Dense(std::sync::Arc<llama::Llama>),
+    /// Mixture-of-experts llama files, and below, the dense architectures on other devices
+    /// or with `LANTERN_GGUF_ENGINE=candle`: candle's modules.
     Llama(quantized_llama::ModelWeights),
     Qwen3(qwen3::ModelWeights),
     Phi3(phi3::ModelWeights),
@@ -125,8 +132,8 @@ fn supported(architecture: &str) -> LanternResult<()> {
     }
 }
 
-/// `LANTERN_GGUF_ENGINE=candle` runs dense llama files on candle's `quantized_llama`
-/// instead of the host's forward pass (for comparison; the default is `host`).
+/// `LANTERN_GGUF_ENGINE=candle` runs dense llama, qwen2, qwen3 and phi3 files on candle's
+/// modules instead of the host's forward pass (for comparison; the default is `host`).
 fn candle_engine_from_env() -> LanternResult<bool> {
     match std::env::var("LANTERN_GGUF_ENGINE").unwrap_or_default().to_ascii_lowercase().as_str() {
         "" | "host" => Ok(false),
@@ -137,9 +144,10 @@ fn candle_engine_from_env() -> LanternResult<bool> {
 
 fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &mut R, device: &Device) -> LanternResult<Weights> {
     Ok(match architecture {
-        // The host's kernels are CPU code; other devices take candle's module.
-        "llama" if device.is_cpu() && llama::Llama::handles(&content) && !candle_engine_from_env()? => {
-            Weights::FastLlama(std::sync::Arc::new(llama::Llama::from_gguf(&content, reader).map_err(failed("loading llama weights"))?))
+        // The host's kernels are CPU code; other devices take candle's modules. Its load
+        // errors are already typed (phi3's unsupported RoPE scalings: ModelNotSupported).
+        "llama" | "qwen2" | "qwen3" | "phi3" if device.is_cpu() && llama::Llama::handles(&content) && !candle_engine_from_env()? => {
+            Weights::Dense(std::sync::Arc::new(llama::Llama::from_gguf(&content, reader)?))
         }
         "llama" => Weights::Llama(
             quantized_llama::ModelWeights::from_gguf(content, reader, device).map_err(failed("loading llama weights"))?,
@@ -276,7 +284,7 @@ impl TextGenerator for GgufLlm {
         };
         let ids = &prompt.ids;
         match &self.weights {
-            Weights::FastLlama(w) => decoding::generate(&mut llama::Session::new(w.clone()), &setup, ids, params, sink),
+            Weights::Dense(w) => decoding::generate(&mut llama::Session::new(w.clone()), &setup, ids, params, sink),
             Weights::Llama(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Qwen3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),
             Weights::Phi3(w) => decoding::generate(&mut Session(w.clone()), &setup, ids, params, sink),

@@ -1,4 +1,7 @@
-//! Phi-3 / Phi-4 (`general.architecture = phi3`) from GGUF.
+//! Phi-3 / Phi-4 (`general.architecture = phi3`) from GGUF, on candle's tensor ops: what
+//! runs off the CPU and with `LANTERN_GGUF_ENGINE=candle`. On the CPU, phi3 files run on
+//! the host's dense decoder engine ([`super::llama`]), which reads the RoPE settings
+//! through this module's [`rope_settings`] (the same factors, the same refusals).
 //!
 //! Adapted from candle-transformers 0.11.1 `models::quantized_phi3` (© the candle
 //! authors, MIT OR Apache-2.0), because that module computes RoPE with a hard-coded base

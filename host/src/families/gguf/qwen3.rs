@@ -1,4 +1,6 @@
-//! Dense Qwen3 (`general.architecture = qwen3`) from GGUF.
+//! Dense Qwen3 (`general.architecture = qwen3`) from GGUF, on candle's tensor ops: what
+//! runs off the CPU and with `LANTERN_GGUF_ENGINE=candle` (on the CPU, qwen3 files run on
+//! the host's dense decoder engine, [`super::llama`]).
 //!
 //! Adapted from candle-transformers 0.11.1 `models::quantized_qwen3` (© the candle
 //! authors, MIT OR Apache-2.0). The one change is the rotary embedding: candle builds its
