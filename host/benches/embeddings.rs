@@ -35,19 +35,9 @@ fn root() -> PathBuf {
     std::env::var_os("LANTERN_ROOT").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf())
 }
 
-/// 256 distinct sentences of 16 to 23 words (about 20 to 30 tokens).
-fn sentences(count: usize) -> Vec<String> {
-    const WORDS: [&str; 24] = [
-        "the", "quick", "model", "reads", "a", "long", "document", "about", "rivers", "and", "mountains", "while",
-        "engineers", "measure", "how", "fast", "sentences", "become", "vectors", "on", "small", "machines", "every", "day",
-    ];
-    (0..count)
-        .map(|i| {
-            let length = 16 + i % 8;
-            (0..length).map(|j| WORDS[(i * 7 + j * 5 + j * j) % WORDS.len()]).collect::<Vec<_>>().join(" ") + &format!(" {i}.")
-        })
-        .collect()
-}
+#[path = "support/sentences.rs"]
+mod sentences;
+use sentences::sentences;
 
 fn rate(sentences: usize, started: Instant) -> f64 {
     sentences as f64 / started.elapsed().as_secs_f64()

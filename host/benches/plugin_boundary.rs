@@ -28,19 +28,9 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The embeddings bench's sentences (16 to 23 words each).
-fn sentences(count: usize) -> Vec<String> {
-    const WORDS: [&str; 24] = [
-        "the", "quick", "model", "reads", "a", "long", "document", "about", "rivers", "and", "mountains", "while",
-        "engineers", "measure", "how", "fast", "sentences", "become", "vectors", "on", "small", "machines", "every", "day",
-    ];
-    (0..count)
-        .map(|i| {
-            let length = 16 + i % 8;
-            (0..length).map(|j| WORDS[(i * 7 + j * 5 + j * j) % WORDS.len()]).collect::<Vec<_>>().join(" ") + &format!(" {i}.")
-        })
-        .collect()
-}
+#[path = "support/sentences.rs"]
+mod sentences;
+use sentences::sentences;
 
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
