@@ -311,8 +311,11 @@ impl Llama {
                     (Linear::load(content, reader, &[name("ffn_up")])?, ffn)
                 };
                 let gate_up_rows = (0..gate_up.parts()).map(|p| gate_up.rows(p)).sum::<usize>();
-                if gate_up_rows != 2 * ffn || ffn_norm.len() != hidden {
+                if gate_up_rows != 2 * ffn {
                     candle_core::bail!("blk.{i}: gate|up of {gate_up_rows} rows for a feed-forward of {ffn}");
+                }
+                if ffn_norm.len() != hidden {
+                    candle_core::bail!("blk.{i}.ffn_norm has {} values for a hidden size of {hidden}", ffn_norm.len());
                 }
                 blocks.push(Layer { attn_norm, qkv, k_at, v_at, qkv_bias, head_norms, output, ffn_norm, gate_up, up_at, down });
             }

@@ -144,9 +144,10 @@ fn candle_engine_from_env() -> LanternResult<bool> {
 
 fn load_weights<R: Read + Seek>(architecture: &str, content: Content, reader: &mut R, device: &Device) -> LanternResult<Weights> {
     Ok(match architecture {
-        // The host's kernels are CPU code; other devices take candle's modules. Its load
-        // errors are already typed (phi3's unsupported RoPE scalings: ModelNotSupported).
-        "llama" | "qwen2" | "qwen3" | "phi3" if device.is_cpu() && llama::Llama::handles(&content) && !candle_engine_from_env()? => {
+        // The host's kernels are CPU code; other devices take candle's modules. Which
+        // architectures the engine runs, `Llama::handles` alone says. Its load errors are
+        // already typed (phi3's unsupported RoPE scalings: ModelNotSupported).
+        _ if device.is_cpu() && llama::Llama::handles(&content) && !candle_engine_from_env()? => {
             Weights::Dense(std::sync::Arc::new(llama::Llama::from_gguf(&content, reader)?))
         }
         "llama" => Weights::Llama(
