@@ -36,9 +36,9 @@ struct Entry {
 pub struct TensorEntry {
     pub dtype: String,
     pub shape: Vec<usize>,
-    /// Byte range within the file (not the data section).
+    /// Where its bytes start in the file (not the data section); their length follows
+    /// from the dtype and shape, checked when the file is opened.
     start: u64,
-    end: u64,
 }
 
 fn dtype_bytes(dtype: &str) -> Option<u64> {
@@ -88,14 +88,10 @@ impl SafetensorsFile {
             if start > end || end > data_len || Some(end - start) != expected {
                 return Err(corrupt(label, format!("tensor {name}: bytes {start}..{end} do not fit the file or its shape {:?}", entry.shape)));
             }
-            let entry = TensorEntry { dtype: entry.dtype, shape: entry.shape, start: data_start + start, end: data_start + end };
+            let entry = TensorEntry { dtype: entry.dtype, shape: entry.shape, start: data_start + start };
             tensors.insert(name, entry);
         }
         Ok(SafetensorsFile { file, label: label.to_string(), tensors })
-    }
-
-    pub fn label(&self) -> &str {
-        &self.label
     }
 
     pub fn tensors(&self) -> &BTreeMap<String, TensorEntry> {
@@ -142,11 +138,6 @@ impl SafetensorsFile {
             }
             other => Err(corrupt(&self.label, format!("tensor {name} is {other}, not a float type"))),
         }
-    }
-
-    /// The byte range of `name`'s data within the file (tests, size checks).
-    pub fn byte_range(&self, name: &str) -> Option<(u64, u64)> {
-        self.tensors.get(name).map(|e| (e.start, e.end))
     }
 }
 
